@@ -1,0 +1,246 @@
+/*
+** dt_core.c: dingtalk.core, the Lua face of the C core.
+**
+** Owns the client userdata (a dt_http with its easy handle) and the Lua
+** entry points. The rule that keeps it leak-free: check every argument
+** first, then run the transfer (which allocates nothing that outlives it,
+** and whatever it keeps belongs to the userdata, freed by __gc), and only
+** then push results. No lua_State is kept anywhere.
+*/
+#include <string.h>
+
+#include "dt_compat.h"
+#include "dt_error.h"
+#include "dt_http.h"
+#include "dt_map.h"
+
+#define DT_VERSION "0.1.0"
+#define DT_CLIENT_MT "dingtalk.client"
+#define DT_TOKEN_HEADER "x-acs-dingtalk-access-token: "
+/* Real tokens are 32 characters; this only bounds the header buffer. */
+#define DT_TOKEN_MAX 1024
+
+#if defined(_WIN32)
+#define DT_EXPORT __declspec(dllexport)
+#elif defined(__GNUC__)
+#define DT_EXPORT __attribute__((visibility("default")))
+#else
+#define DT_EXPORT
+#endif
+
+typedef struct client {
+  dt_http http;
+  int open;
+} client;
+
+/* Pushes `nil, error` for a call the core refuses before any traffic. */
+static int argument_error(lua_State *L, const char *code, const char *field,
+                          const char *message) {
+  lua_pushnil(L);
+  dt_error_push(L, "argument", code, message, 0, 0);
+  lua_pushstring(L, field);
+  lua_setfield(L, -2, "field");
+  return 2;
+}
+
+static long opt_long(lua_State *L, int t, const char *k, long def) {
+  long v = def;
+  lua_getfield(L, t, k);
+  if (!lua_isnil(L, -1)) {
+    lua_Number n = lua_tonumber(L, -1);
+    if (lua_type(L, -1) != LUA_TNUMBER || n < 0 || n > 2147483647.0)
+      luaL_error(L, "dingtalk.core: option %s must be a number in 0..2^31-1", k);
+    v = (long)n;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* The string stays on the stack (and so alive) until the caller's return. */
+static const char *opt_string(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) return NULL;
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "dingtalk.core: option %s must be a string", k);
+  return lua_tostring(L, -1);
+}
+
+/* core.new_client(opts) -> client | nil, error
+** opts were checked by the Lua layer; the checks here only keep the C safe. */
+static int core_new_client(lua_State *L) {
+  dt_http_opts o;
+  const char *fail;
+  client *c;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  o.timeout_ms = opt_long(L, 1, "timeout", 10000);
+  o.connect_timeout_ms = opt_long(L, 1, "connect_timeout", 5000);
+  o.max_body = (size_t)opt_long(L, 1, "max_body", 1024 * 1024);
+  o.cafile = opt_string(L, 1, "cafile");
+  o.proxy = opt_string(L, 1, "proxy");
+  o.user_agent = opt_string(L, 1, "user_agent");
+
+  c = (client *)lua_newuserdata(L, sizeof *c);
+  memset(c, 0, sizeof *c);           /* a valid, closed client for __gc */
+  luaL_getmetatable(L, DT_CLIENT_MT);
+  lua_setmetatable(L, -2);
+  fail = dt_http_open(&c->http, &o);
+  if (fail) {
+    dt_http_close(&c->http);
+    lua_pushnil(L);
+    dt_error_push(L, "transport", "transport.init", fail, 0, 0);
+    return 2;
+  }
+  c->open = 1;
+  return 1;
+}
+
+static client *check_client(lua_State *L) {
+  return (client *)luaL_checkudata(L, 1, DT_CLIENT_MT);
+}
+
+/* client:post(url, token, body [, result_field]) -> true, result | nil, error */
+static int client_post(lua_State *L) {
+  client *c = check_client(L);
+  size_t tlen, blen, i;
+  const char *url = luaL_checkstring(L, 2);
+  const char *token = luaL_checklstring(L, 3, &tlen);
+  const char *body = luaL_checklstring(L, 4, &blen);
+  const char *field = luaL_optstring(L, 5, NULL);
+  char line[sizeof DT_TOKEN_HEADER + DT_TOKEN_MAX];
+  dt_http_result res;
+  dt_response r;
+
+  if (!c->open)
+    return argument_error(L, "argument.closed", "client", "the client is closed");
+  if (tlen == 0 || tlen > DT_TOKEN_MAX)
+    return argument_error(L, "argument.token", "token",
+                          "token must be 1 to 1024 bytes");
+  /* Last line of defence: a CR/LF here would inject headers. */
+  for (i = 0; i < tlen; i++) {
+    unsigned char ch = (unsigned char)token[i];
+    if (ch < 0x20 || ch == 0x7F)
+      return argument_error(L, "argument.control_char", "token",
+                            "token contains a control character");
+  }
+  memcpy(line, DT_TOKEN_HEADER, sizeof DT_TOKEN_HEADER - 1);
+  memcpy(line + sizeof DT_TOKEN_HEADER - 1, token, tlen + 1);
+
+  dt_http_post(&c->http, url, line, body, blen, &res);
+  memset(line, 0, sizeof line);      /* the token lives no longer than needed */
+
+  if (res.code) {
+    dt_secret s;
+    s.s = token;
+    s.len = tlen;
+    lua_pushnil(L);
+    dt_error_push(L, "transport", res.code, NULL, 0, res.retryable);
+    dt_error_setclean(L, "message", res.message, strlen(res.message), 512, &s);
+    dt_http_trim(&c->http);
+    return 2;
+  }
+  r.status = res.status;
+  r.body = c->http.body ? c->http.body : "";
+  r.len = c->http.len;
+  r.request_id = c->http.hdr.request_id;
+  r.trace_id = c->http.hdr.trace_id;
+  r.retry_after = c->http.hdr.retry_after;
+  r.result_field = field;
+  r.secret.s = token;
+  r.secret.len = tlen;
+  dt_map_push(L, &r);
+  dt_http_trim(&c->http);
+  return 2;
+}
+
+static int client_close(lua_State *L) {
+  client *c = check_client(L);
+  dt_http_close(&c->http);
+  c->open = 0;
+  return 0;
+}
+
+static int client_tostring(lua_State *L) {
+  client *c = check_client(L);
+  lua_pushfstring(L, "dingtalk.client (%s): %p", c->open ? "open" : "closed",
+                  (void *)c);
+  return 1;
+}
+
+static const char *header_field(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+}
+
+/* core.map(status, headers, body [, result_field [, secret]])
+**   -> true, result | nil, error
+** The mapping on its own, for transports other than libcurl. `headers` has
+** lowercase names. */
+static int core_map(lua_State *L) {
+  dt_response r;
+  lua_Number status = luaL_checknumber(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  r.body = luaL_checklstring(L, 3, &r.len);
+  r.result_field = luaL_optstring(L, 4, NULL);
+  r.secret.s = luaL_optlstring(L, 5, NULL, &r.secret.len);
+  if (r.secret.s == NULL) r.secret.len = 0;
+  luaL_argcheck(L, status >= 100 && status <= 999, 1, "not an HTTP status");
+  r.status = (long)status;
+  r.request_id = header_field(L, 2, "x-acs-request-id");
+  r.trace_id = header_field(L, 2, "x-acs-trace-id");
+  r.retry_after = header_field(L, 2, "retry-after");
+  return dt_map_push(L, &r);
+}
+
+/* core.error(t) -> t, with the error metatable (for errors made in Lua). */
+static int core_error(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  luaL_getmetatable(L, DT_ERROR_MT);
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+/* core.is_error(v) -> boolean */
+static int core_is_error(lua_State *L) {
+  int yes = 0;
+  if (lua_getmetatable(L, 1)) {
+    luaL_getmetatable(L, DT_ERROR_MT);
+    yes = lua_rawequal(L, -1, -2);
+  }
+  lua_pushboolean(L, yes);
+  return 1;
+}
+
+static const luaL_Reg client_methods[] = {
+  {"post", client_post},
+  {"close", client_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg core_functions[] = {
+  {"new_client", core_new_client},
+  {"map", core_map},
+  {"error", core_error},
+  {"is_error", core_is_error},
+  {NULL, NULL}
+};
+
+DT_EXPORT int luaopen_dingtalk_core(lua_State *L) {
+  dt_map_init(L);
+  dt_error_init(L);
+  if (luaL_newmetatable(L, DT_CLIENT_MT)) {
+    dt_newlib(L, client_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, client_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, client_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  dt_newlib(L, core_functions);
+  lua_pushliteral(L, DT_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  lua_pushstring(L, curl_version());
+  lua_setfield(L, -2, "curl_version");
+  return 1;
+}

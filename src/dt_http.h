@@ -1,0 +1,81 @@
+/*
+** dt_http.h: the transport. One POST over libcurl, nothing else.
+**
+** This layer knows no Lua, on purpose: it can be read, fuzzed and reused
+** without a lua_State, and no Lua error can ever unwind through libcurl
+** frames because nothing here can raise one.
+*/
+#ifndef DT_HTTP_H
+#define DT_HTTP_H
+
+#include <stddef.h>
+#include <curl/curl.h>
+
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
+/* Response headers worth keeping: request ids for error reports and
+** Retry-After for retry pacing. Fixed buffers: a header longer than that is
+** truncated, which is harmless for an identifier we only echo back. */
+#define DT_HDR_MAX 128
+
+typedef struct dt_http_headers {
+  char request_id[DT_HDR_MAX];   /* x-acs-request-id */
+  char trace_id[DT_HDR_MAX];     /* x-acs-trace-id */
+  char retry_after[32];          /* Retry-After */
+} dt_http_headers;
+
+typedef struct dt_http_opts {
+  long timeout_ms;               /* whole transfer */
+  long connect_timeout_ms;
+  size_t max_body;               /* response bytes kept at most */
+  const char *cafile;            /* NULL: the system bundle */
+  const char *proxy;             /* NULL: libcurl's default (environment) */
+  const char *user_agent;
+} dt_http_opts;
+
+/* One client connection: the easy handle (kept, so the TCP/TLS connection
+** is reused between calls), the constant request headers and the response
+** buffer. Embedded in a Lua userdata by the glue, which frees it in __gc. */
+typedef struct dt_http {
+  CURL *curl;
+  struct curl_slist *headers;    /* constant headers; the token is chained per call */
+  char *body;                    /* response body, NUL-terminated */
+  size_t len, cap, max;
+  int too_large;                 /* the write callback refused more bytes */
+  dt_http_headers hdr;
+  char errbuf[CURL_ERROR_SIZE];
+} dt_http;
+
+/* Outcome of a transfer. On a transport failure `code` is a stable local
+** code ("transport.timeout", ...) and `status` is 0; otherwise `code` is
+** NULL and the response sits in the dt_http buffers. */
+typedef struct dt_http_result {
+  long status;
+  const char *code;
+  const char *message;           /* points into errbuf or a static string */
+  int retryable;
+} dt_http_result;
+
+/* Returns 0 on success, or a static message on failure (the handle is then
+** safe to pass to dt_http_close). */
+const char *dt_http_open(dt_http *h, const dt_http_opts *o);
+
+/* Idempotent: the glue calls it from both close() and __gc. */
+void dt_http_close(dt_http *h);
+
+/* POSTs `body` to `url` with the access-token header line `token_line`
+** ("x-acs-dingtalk-access-token: ..."), which must not contain CR or LF. */
+void dt_http_post(dt_http *h, const char *url, const char *token_line,
+                  const char *body, size_t len, dt_http_result *out);
+
+/* Drops a large response buffer so an odd big answer does not pin memory
+** for the life of the client. */
+void dt_http_trim(dt_http *h);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+
+#endif

@@ -1,0 +1,247 @@
+/*
+** dt_map.c: status, headers and body into `true, result` or `nil, error`.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dt_map.h"
+
+/* Server text kept in an error: enough to recognise, short enough to log. */
+#define DT_TEXT_MAX 512
+#define DT_EXCERPT_MAX 200
+#define DT_INLINE_EXCERPT 80
+
+/* Registry key (its address) of this state's private cjson.decode. */
+static const char decode_key = 'd';
+
+void dt_map_init(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushstring(L, "cjson");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "new");
+  lua_call(L, 0, 1);
+  lua_pushlightuserdata(L, (void *)&decode_key);
+  lua_getfield(L, -2, "decode");
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  lua_pop(L, 2);
+}
+
+/* Pushes the decoded body and returns 1, or pushes nothing and returns 0 on
+** invalid JSON. Out of memory is not a verdict on the body: it propagates. */
+static int decode(lua_State *L, const char *s, size_t len) {
+  int rc;
+  lua_pushlightuserdata(L, (void *)&decode_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_pushlstring(L, s, len);
+  rc = lua_pcall(L, 1, 1, 0);
+  if (rc == LUA_ERRMEM) lua_error(L);
+  if (rc != 0) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+static int blank(const char *s, size_t len) {
+  size_t i;
+  for (i = 0; i < len; i++)
+    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return 0;
+  return 1;
+}
+
+/* Moves the pair on top of the stack down to top+1, top+2 and drops what
+** lay between (a decoded body). */
+static int finish(lua_State *L, int top) {
+  lua_insert(L, top + 1);
+  lua_insert(L, top + 1);
+  lua_settop(L, top + 2);
+  return 2;
+}
+
+static const char *header(const char *h) { return (h && *h) ? h : NULL; }
+
+/* Adds what every mapped error carries besides kind/code/message. */
+static void add_context(lua_State *L, const dt_response *r) {
+  const char *rid = header(r->request_id) ? r->request_id : header(r->trace_id);
+  int has;
+  lua_getfield(L, -1, "request_id");
+  has = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (!has && rid)
+    dt_error_setclean(L, "request_id", rid, strlen(rid), DT_TEXT_MAX, &r->secret);
+  if (header(r->retry_after)) {
+    char *end;
+    long secs = strtol(r->retry_after, &end, 10);
+    if (*end == '\0' && secs >= 0) {   /* the HTTP-date form is left out */
+      lua_pushinteger(L, (lua_Integer)secs);
+      lua_setfield(L, -2, "retry_after");
+    }
+  }
+}
+
+static void add_excerpt(lua_State *L, const dt_response *r) {
+  if (r->len) dt_error_setclean(L, "excerpt", r->body, r->len, DT_EXCERPT_MAX, &r->secret);
+}
+
+/* Error for a 2xx answer that breaks the contract. */
+static int protocol_error(lua_State *L, int top, const dt_response *r,
+                          const char *code, const char *message) {
+  lua_pushnil(L);
+  dt_error_push(L, "protocol", code, message, r->status, 0);
+  add_excerpt(L, r);
+  add_context(L, r);
+  return finish(L, top);
+}
+
+static int map_success(lua_State *L, int top, const dt_response *r) {
+  int t;
+  if (r->len == 0 || blank(r->body, r->len))
+    return protocol_error(L, top, r, "protocol.empty", "empty response body");
+  if (!decode(L, r->body, r->len))
+    return protocol_error(L, top, r, "protocol.not_json", "response body is not JSON");
+  t = lua_gettop(L);
+  lua_rawgeti(L, t, 1);
+  if (!lua_istable(L, t) || !lua_isnil(L, -1))
+    return protocol_error(L, top, r, "protocol.not_object",
+                          "response body is not a JSON object");
+  lua_pop(L, 1);
+  if (r->result_field == NULL) {
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, t);
+    return finish(L, top);
+  }
+  lua_getfield(L, t, r->result_field);
+  if (lua_isnil(L, -1))
+    return protocol_error(L, top, r, "protocol.no_result",
+                          "response has no result field");
+  if (!lua_isboolean(L, -1))
+    return protocol_error(L, top, r, "protocol.bad_result",
+                          "response result is not a boolean");
+  lua_pushboolean(L, 1);
+  lua_insert(L, -2);
+  return finish(L, top);
+}
+
+/* Pushes field a, or else field b, of the table at t when it is a string
+** or a number (request ids come as either); otherwise pushes nil and returns
+** NULL. */
+static const char *pick(lua_State *L, int t, const char *a, const char *b,
+                        size_t *len) {
+  int i;
+  const char *names[2];
+  names[0] = a;
+  names[1] = b;
+  for (i = 0; i < 2; i++) {
+    int ty;
+    lua_getfield(L, t, names[i]);
+    ty = lua_type(L, -1);
+    if (ty == LUA_TSTRING || ty == LUA_TNUMBER) {
+      const char *s = lua_tolstring(L, -1, len);
+      if (*len) return s;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  return NULL;
+}
+
+static int retryable_api(long status, const char *code) {
+  /* Rate limits come back as 403 with these codes as often as 429. */
+  return status >= 500 || status == 429 ||
+         strncmp(code, "Forbidden.AccessDenied.Qps", 26) == 0;
+}
+
+static int map_api(lua_State *L, int top, int t, const dt_response *r) {
+  size_t clen, mlen, rlen;
+  const char *code = pick(L, t, "code", "Code", &clen);
+  const char *msg = pick(L, t, "message", "Message", &mlen);
+  const char *rid = pick(L, t, "requestid", "RequestId", &rlen);
+  int e;
+  if (rid == NULL) {
+    lua_pop(L, 1);
+    rid = pick(L, t, "requestId", "request_id", &rlen);
+  }
+  lua_pushnil(L);
+  dt_error_push(L, "api", "", NULL, r->status, retryable_api(r->status, code));
+  e = lua_gettop(L);
+  dt_error_setclean(L, "code", code, clen, DT_TEXT_MAX, &r->secret);
+  if (msg)
+    dt_error_setclean(L, "message", msg, mlen, DT_TEXT_MAX, &r->secret);
+  else {
+    lua_pushstring(L, "(the platform gave no message)");
+    lua_setfield(L, e, "message");
+  }
+  if (rid) dt_error_setclean(L, "request_id", rid, rlen, DT_TEXT_MAX, &r->secret);
+  /* A 403 lists the scopes the app lacks: the one thing an operator needs. */
+  lua_getfield(L, t, "accessdenieddetail");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_getfield(L, t, "accessDeniedDetail");
+  }
+  lua_setfield(L, e, "accessdenieddetail");
+  add_context(L, r);
+  return finish(L, top);
+}
+
+static const char *reason(long status) {
+  switch (status) {
+    case 301: case 302: case 303: case 307: case 308:
+      return "redirect, not followed: the token is never sent elsewhere";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "unexpected status";
+  }
+}
+
+static int map_http(lua_State *L, int top, const dt_response *r) {
+  char code[32], msg[96];
+  snprintf(code, sizeof code, "http.%ld", r->status);
+  snprintf(msg, sizeof msg, "HTTP %ld %s", r->status, reason(r->status));
+  lua_pushnil(L);
+  dt_error_push(L, "http", code, NULL, r->status,
+                r->status >= 500 || r->status == 429);
+  if (r->len) {
+    /* The message gets a short excerpt too, so one log line says what the
+    ** proxy or throttle page was. */
+    lua_pushstring(L, msg);
+    lua_pushstring(L, ": ");
+    dt_push_clean(L, r->body, r->len, DT_INLINE_EXCERPT, &r->secret);
+    lua_concat(L, 3);
+  } else
+    lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  add_excerpt(L, r);
+  add_context(L, r);
+  return finish(L, top);
+}
+
+int dt_map_push(lua_State *L, const dt_response *r) {
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 12, "dingtalk: mapping a response");
+  if (r->status >= 200 && r->status <= 299) return map_success(L, top, r);
+  /* A platform error is a JSON object with a code; anything else is an
+  ** HTTP-level failure (a proxy page, a throttle page, a redirect). */
+  if (r->len && !blank(r->body, r->len) && decode(L, r->body, r->len)) {
+    if (lua_istable(L, -1)) {
+      size_t n;
+      int t = lua_gettop(L);
+      if (pick(L, t, "code", "Code", &n)) {
+        lua_pop(L, 1);
+        return map_api(L, top, t, r);
+      }
+    }
+  }
+  lua_settop(L, top);
+  return map_http(L, top, r);
+}
