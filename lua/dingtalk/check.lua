@@ -1,0 +1,105 @@
+-- Argument checks shared by every call: a bad argument becomes an
+-- "argument" error table before any byte is sent. Messages name the field,
+-- never its value, so a token passed in the wrong place cannot leak.
+local core = require "dingtalk.core"
+
+local error = error
+local pairs = pairs
+local type = type
+local str_byte = string.byte
+local str_find = string.find
+local str_lower = string.lower
+local str_format = string.format
+
+local _M = {}
+
+
+function _M.fail(code, field, message)
+  error(core.error{
+    kind = "argument", code = code, field = field, message = message,
+    retryable = false,
+  }, 0)
+end
+local fail = _M.fail
+
+
+-- A well-formed UTF-8 string? (5.1 and LuaJIT have no utf8 library.)
+local function valid_utf8(s)
+  if not str_find(s, "[\128-\255]") then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = str_byte(s, i)
+    local need, lo, hi = 0, 0x80, 0xBF
+    if c < 0x80 then need = 0
+    elseif c >= 0xC2 and c <= 0xDF then need = 1
+    elseif c >= 0xE0 and c <= 0xEF then
+      need = 2
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      need = 3
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    else
+      return false
+    end
+    for j = 1, need do
+      local b = str_byte(s, i + j)
+      if not b or b < lo or b > hi then return false end
+      lo, hi = 0x80, 0xBF
+    end
+    i = i + need + 1
+  end
+  return true
+end
+_M.valid_utf8 = valid_utf8
+
+
+-- The table of named arguments itself, and no key the call does not know
+-- (a misspelt `robotcode` must not silently become "missing robotCode").
+function _M.args(args, allowed, what)
+  if type(args) ~= "table" then
+    fail("argument.not_table", "(arguments)",
+         str_format("%s expects a table of named arguments, got %s", what, type(args)))
+  end
+  for k in pairs(args) do
+    if not allowed[k] then
+      local name = type(k) == "string" and #k <= 64 and k or "(" .. type(k) .. " key)"
+      local hint = ""
+      if type(k) == "string" then
+        for known in pairs(allowed) do
+          if str_lower(known) == str_lower(k) then hint = "; did you mean " .. known .. "?" end
+        end
+      end
+      fail("argument.unknown_key", name,
+           str_format("%s does not take %s%s", what, name, hint))
+    end
+  end
+end
+
+
+-- A required, non-empty, printable UTF-8 string of at most `max` bytes.
+function _M.string(args, field, max)
+  local v = args[field]
+  if v == nil then
+    fail("argument.missing", field, field .. " is required")
+  end
+  if type(v) ~= "string" then
+    fail("argument.type", field, field .. " must be a string, got " .. type(v))
+  end
+  if v == "" then
+    fail("argument.empty", field, field .. " must not be empty")
+  end
+  if #v > max then
+    fail("argument.too_long", field,
+         str_format("%s must be at most %d bytes, got %d", field, max, #v))
+  end
+  if str_find(v, "[%z\1-\31\127]") then
+    fail("argument.control_char", field, field .. " contains a control character")
+  end
+  if not valid_utf8(v) then
+    fail("argument.utf8", field, field .. " is not valid UTF-8")
+  end
+  return v
+end
+
+
+return _M
