@@ -1,0 +1,53 @@
+# dingtalk: build, test and demo. `make help` lists the targets.
+#
+# One build per interpreter, under build/<lua>/dingtalk/core.so, from the
+# same sources and flags as the rockspec. No -llua: the Lua symbols come from
+# the host process (lua5.x, luajit, nginx).
+
+LUA      ?= lua5.4
+LUAS     ?= lua5.4 lua5.3 lua5.2 lua5.1 luajit
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN      = -std=c99 -Wall -Wextra -Werror -pedantic
+SHARED    = -fPIC -shared -fvisibility=hidden
+SRC       = src/dt_core.c src/dt_http.c src/dt_map.c src/dt_error.c
+HDR       = $(wildcard src/*.h)
+CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS   = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+# pkg-config names the Lua headers like the interpreters: lua5.1 ... luajit.
+lua_cflags  = $(shell pkg-config --cflags $(1) 2>/dev/null)
+
+.PHONY: help deps build build-all test test-one lint demo rock clean
+
+help:          ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/' | expand -t 16
+
+deps:          ## install the Debian packages the build, tests and demo need
+	@tools/deps
+
+build/%/dingtalk/core.so: $(SRC) $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(SHARED) $(call lua_cflags,$*) $(CURL_CFLAGS) $(SRC) -o $@ $(CURL_LIBS)
+
+build: build/$(LUA)/dingtalk/core.so   ## build the core for $(LUA)
+
+build-all: $(foreach l,$(LUAS),build/$(l)/dingtalk/core.so)   ## build the core for every interpreter
+
+test: deps build-all lint   ## install, build and run the whole suite on every interpreter
+	@tools/test $(LUAS)
+
+test-one: deps build   ## the suite on $(LUA) only (make test-one LUA=luajit)
+	@tools/test $(LUA)
+
+lint:          ## luacheck the Lua code
+	@luacheck --no-color -q lua spec emulator examples tools/*.lua 2>/dev/null | tail -n 1 | tee .lint.out; \
+	  grep -q '^Total: 0 warnings / 0 errors' .lint.out; rc=$$?; rm -f .lint.out; exit $$rc
+
+demo: deps build   ## start the local emulator and clear a bot's quick entries through the module
+	@tools/demo $(LUA)
+
+rock: deps     ## luarocks make into ./luarocks-tree for $(LUA) (offline, Debian's lua-cjson)
+	@tools/rock $(LUA)
+
+clean:         ## remove build outputs
+	rm -rf build luarocks-tree .tmp src/*.o *.so
