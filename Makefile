@@ -51,3 +51,6 @@ rock: deps     ## luarocks make into ./luarocks-tree for $(LUA) (offline, Debian
 
 clean:         ## remove build outputs
 	rm -rf build luarocks-tree .tmp src/*.o *.so
+
+# Further targets (bench, memory checks, fuzzing, ...), one file per job.
+include $(wildcard mk/*.mk)
