@@ -29,7 +29,8 @@ local function valid_utf8(s)
   local i, n = 1, #s
   while i <= n do
     local c = str_byte(s, i)
-    local need, lo, hi = 0, 0x80, 0xBF
+    local need, lo, hi
+    lo, hi = 0x80, 0xBF
     if c < 0x80 then need = 0
     elseif c >= 0xC2 and c <= 0xDF then need = 1
     elseif c >= 0xE0 and c <= 0xEF then
