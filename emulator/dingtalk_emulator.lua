@@ -1,0 +1,503 @@
+-- Local emulator of the DingTalk Open API, run inside nginx (lua-nginx-module).
+--
+-- Loaded by emulator/nginx.conf.in: init() in init_by_lua (master process),
+-- handle() as the content handler of every location.
+--
+-- Routes live in the `routes` table below.  Each route is checked in the same
+-- order the platform does: path -> method -> access token -> JSON body -> the
+-- operation's own handler (which, for the emulator, is driven by magic values
+-- such as robotCode = "fault-429").
+--
+-- Every non-control request is recorded in a shared dict so tests can assert
+-- what the server actually received (see /__emulator/requests).
+
+-- ngx.status, ngx.header and ngx.ctx are meant to be written
+-- luacheck: globals ngx.status ngx.header ngx.ctx
+local ngx = ngx
+local cjson = require "cjson"
+
+local pcall = pcall
+local type = type
+local pairs = pairs
+local tonumber = tonumber
+local concat = table.concat
+local str_rep = string.rep
+local str_sub = string.sub
+local str_find = string.find
+local str_match = string.match
+local str_upper = string.upper
+local str_format = string.format
+local str_lower = string.lower
+local math_max = math.max
+local math_min = math.min
+local io_open = io.open
+
+local _M = {}
+
+local RECORDS_DICT = "dingtalk_emulator"
+local META_DICT = "dingtalk_emulator_meta"
+local MAX_RECORDS = 1000
+local MAX_RECORDED_BODY = 1024 * 1024
+local JSON_TYPE = "application/json;charset=utf-8"
+local HTML_TYPE = "text/html;charset=utf-8"
+
+-------------------------------------------------------------------------------
+-- helpers
+
+local function request_id()
+    local id = ngx.ctx.emulator_request_id
+    if id then return id end
+    -- $request_id: 32 random hex digits (nginx >= 1.11), shaped like a uuid
+    local hex = str_upper(ngx.var.request_id or "")
+    if #hex < 32 then
+        hex = str_format("%016X%016X", ngx.now() * 1000, ngx.worker.pid())
+    end
+    id = str_format("%s-%s-%s-%s-%s", str_sub(hex, 1, 8), str_sub(hex, 9, 12),
+        str_sub(hex, 13, 16), str_sub(hex, 17, 20), str_sub(hex, 21, 32))
+    ngx.ctx.emulator_request_id = id
+    return id
+end
+
+-- Send a complete response with an exact body (Content-Length, no chunking).
+local function send(status, content_type, body, headers)
+    ngx.status = status
+    if content_type then ngx.header["Content-Type"] = content_type end
+    if headers then
+        for k, v in pairs(headers) do ngx.header[k] = v end
+    end
+    ngx.header["Content-Length"] = #body
+    if body ~= "" then ngx.print(body) end
+    return ngx.exit(ngx.OK)
+end
+
+local function send_json(status, tbl, headers)
+    return send(status, JSON_TYPE, cjson.encode(tbl), headers)
+end
+
+-- The platform's error shape: {"code","message","requestid"}.
+local function send_error(status, code, message, extra, headers)
+    local body = { code = code, message = message, requestid = request_id() }
+    if extra then
+        for k, v in pairs(extra) do body[k] = v end
+    end
+    return send_json(status, body, headers)
+end
+
+local function param_illegal()
+    return send_error(400, "param.illegal", "Parameter error")
+end
+
+-- Write exact bytes on the raw downstream socket, then drop the connection.
+local function send_raw_and_close(bytes)
+    local sock, err = ngx.req.socket(true)
+    if not sock then
+        ngx.log(ngx.ERR, "emulator: raw socket: ", err)
+        return ngx.exit(444)
+    end
+    sock:settimeout(5000)
+    local ok
+    ok, err = sock:send(bytes)
+    if not ok then ngx.log(ngx.INFO, "emulator: raw send: ", err) end
+    -- 444: nginx closes the connection without sending anything more
+    return ngx.exit(444)
+end
+
+local function read_body()
+    ngx.req.read_body()
+    local body = ngx.req.get_body_data()
+    if body then return body end
+    local path = ngx.req.get_body_file()
+    if not path then return "" end
+    local f = io_open(path, "rb")
+    if not f then return "" end
+    body = f:read("*a") or ""
+    f:close()
+    return body
+end
+
+local function delay_ms()
+    local meta = ngx.shared[META_DICT]
+    return (meta and meta:get("delay_ms")) or 0
+end
+
+-------------------------------------------------------------------------------
+-- recording
+
+local function record(body)
+    local records = ngx.shared[RECORDS_DICT]
+    local meta = ngx.shared[META_DICT]
+    local truncated = nil
+    if #body > MAX_RECORDED_BODY then
+        body = str_sub(body, 1, MAX_RECORDED_BODY)
+        truncated = true
+    end
+    local entry = {
+        method = ngx.req.get_method(),
+        uri = ngx.var.request_uri,
+        path = ngx.var.uri,
+        headers = ngx.req.get_headers(200),
+        body = body,
+        body_truncated = truncated,
+        connection = tonumber(ngx.var.connection),
+        connection_requests = tonumber(ngx.var.connection_requests),
+        scheme = ngx.var.scheme,
+        server_addr = ngx.var.server_addr,
+        server_port = tonumber(ngx.var.server_port),
+        sni = ngx.var.ssl_server_name,
+        http_version = ngx.req.http_version(),
+        requestid = request_id(),
+        time = ngx.now(),
+    }
+    local ok, json = pcall(cjson.encode, entry)
+    if not ok then
+        ngx.log(ngx.ERR, "emulator: cannot encode record: ", json)
+        return
+    end
+    local n = meta:incr("seq", 1, 0)
+    records:set("r:" .. n, json)
+    if n > MAX_RECORDS then records:delete("r:" .. (n - MAX_RECORDS)) end
+end
+
+local function list_records()
+    local records = ngx.shared[RECORDS_DICT]
+    local meta = ngx.shared[META_DICT]
+    local seq = meta:get("seq") or 0
+    local first = math_max((meta:get("base") or 0) + 1, seq - MAX_RECORDS + 1)
+    local out = {}
+    for i = first, seq do
+        local json = records:get("r:" .. i)
+        if json then out[#out + 1] = json end
+    end
+    return '{"requests":[' .. concat(out, ",") .. "]}"
+end
+
+local function clear_records()
+    local records = ngx.shared[RECORDS_DICT]
+    local meta = ngx.shared[META_DICT]
+    records:flush_all()
+    meta:set("base", meta:get("seq") or 0)
+end
+
+-------------------------------------------------------------------------------
+-- control routes (/__emulator/...): not recorded
+
+local function control(path, method)
+    ngx.header["x-acs-request-id"] = request_id()
+    if path == "/__emulator/health" and method == "GET" then
+        return send(200, "text/plain", "ok\n")
+    elseif path == "/__emulator/requests" and method == "GET" then
+        return send(200, JSON_TYPE, list_records())
+    elseif path == "/__emulator/requests" and method == "DELETE" then
+        clear_records()
+        return send(200, JSON_TYPE, '{"ok":true}')
+    elseif path == "/__emulator/config" and method == "GET" then
+        return send_json(200, { delay_ms = delay_ms() })
+    elseif path == "/__emulator/config" and (method == "PUT" or method == "POST") then
+        local ok, cfg = pcall(cjson.decode, read_body())
+        if not ok or type(cfg) ~= "table" then
+            return send_json(400, { error = "expected a JSON object" })
+        end
+        if cfg.delay_ms ~= nil then
+            local ms = tonumber(cfg.delay_ms)
+            if not ms or ms < 0 then return send_json(400, { error = "bad delay_ms" }) end
+            ngx.shared[META_DICT]:set("delay_ms", ms)
+        end
+        return send_json(200, { delay_ms = delay_ms() })
+    end
+    return send_error(404, "NotFound", "Not Found")
+end
+
+-------------------------------------------------------------------------------
+-- fault scenarios of /v1.0/robot/plugins/clear, keyed by robotCode
+
+local function status_line(code, reason)
+    return "HTTP/1.1 " .. code .. " " .. reason .. "\r\n"
+end
+
+local BAD_GATEWAY_HTML = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n"
+    .. "<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
+    .. "<hr><center>Tengine</center>\r\n</body>\r\n</html>\r\n"
+
+local THROTTLED_HTML = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+    .. "<title>429 Too Many Requests</title></head>\n<body><h1>Too Many Requests</h1>"
+    .. "<p>Your IP address has sent too many requests and has been temporarily throttled."
+    .. " Please try again later.</p></body></html>\n"
+
+local HUGE_SIZE = 2 * 1024 * 1024
+local CHUNK_64K = str_rep("x", 64 * 1024)
+
+local faults = {}
+
+faults["dingbot-ok"] = function()
+    return send(200, JSON_TYPE, '{"result":true}')
+end
+
+faults["dingbot-false"] = function()
+    return send(200, JSON_TYPE, '{"result":false}')
+end
+
+faults["dingbot-other-app"] = function()
+    return send_error(400, "invalidRequest.robotCodeNotMatch",
+        "The app does not match the robotCode of the bound bot")
+end
+
+faults["dingbot-stopped"] = function()
+    return send_error(400, "invalidRequest.robotIsStop",
+        "The bot has been disabled by the organization")
+end
+
+faults["fault-system-error"] = function()
+    return send_error(500, "system.error", "System error")
+end
+
+faults["fault-no-permission"] = function()
+    return send_error(403, "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+        "没有调用该接口的权限，接口权限申请参考：https://open.dingtalk.com/document/orgapp-server/add-api-permission",
+        { accessdenieddetail = {
+            requiredScopes = { "qyapi_robot_sendmsg" },
+            accessCode = "Robot.SingleChat.ReadWrite",
+        } })
+end
+
+faults["fault-qps-api"] = function()
+    return send_error(403, "Forbidden.AccessDenied.QpsLimitForApi",
+        "调用该接口超过了QPS限流，请降低调用频率")
+end
+
+faults["fault-qps-appkey"] = function()
+    return send_error(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+        "当前应用调用该接口超过了QPS限流，请降低调用频率")
+end
+
+faults["fault-429"] = function()
+    return send(429, HTML_TYPE, THROTTLED_HTML, { ["Retry-After"] = "1" })
+end
+
+faults["fault-html-502"] = function()
+    return send(502, HTML_TYPE, BAD_GATEWAY_HTML)
+end
+
+faults["fault-not-json"] = function()
+    return send(200, "text/plain", "OK")
+end
+
+faults["fault-empty"] = function()
+    return send(200, JSON_TYPE, "")
+end
+
+faults["fault-no-result"] = function()
+    return send(200, JSON_TYPE, '{"success":true}')
+end
+
+faults["fault-result-string"] = function()
+    return send(200, JSON_TYPE, '{"result":"true"}')
+end
+
+faults["fault-array"] = function()
+    return send(200, JSON_TYPE, "[true]")
+end
+
+faults["fault-nan"] = function()
+    return send(200, JSON_TYPE, '{"result":NaN}')
+end
+
+faults["fault-capitalised"] = function()
+    return send_json(400, {
+        Code = "invalidRequest.robotNotExist",
+        Message = "The bot does not exist. Verify and add it again",
+        RequestId = request_id(),
+    })
+end
+
+faults["fault-header-requestid"] = function()
+    return send(400, JSON_TYPE, '{"code":"param.illegal","message":"Parameter error"}')
+end
+
+faults["fault-close-mid-body"] = function()
+    return send_raw_and_close(status_line(200, "OK")
+        .. "Content-Type: " .. JSON_TYPE .. "\r\n"
+        .. "Content-Length: 100\r\n"
+        .. "x-acs-request-id: " .. request_id() .. "\r\n"
+        .. "\r\n"
+        .. '{"resu')
+end
+
+faults["fault-truncated-chunked"] = function()
+    return send_raw_and_close(status_line(200, "OK")
+        .. "Content-Type: " .. JSON_TYPE .. "\r\n"
+        .. "Transfer-Encoding: chunked\r\n"
+        .. "x-acs-request-id: " .. request_id() .. "\r\n"
+        .. "\r\n"
+        .. "20\r\n"            -- announces 32 bytes ...
+        .. '{"result":tr')      -- ... sends 12, then closes
+end
+
+faults["fault-huge"] = function()
+    local head, tail = '{"result":true,"pad":"', '"}'
+    return send(200, JSON_TYPE, head .. str_rep("x", HUGE_SIZE - #head - #tail) .. tail)
+end
+
+faults["fault-endless"] = function()
+    ngx.status = 200
+    ngx.header["Content-Type"] = JSON_TYPE
+    local deadline = ngx.now() + 10
+    local ok = ngx.print('{"result":true,"pad":"')
+    while ok and ngx.now() < deadline do
+        ok = ngx.print(CHUNK_64K)
+        if ok then ok = ngx.flush(true) end
+        -- at most ~64 MB/s: a client without a size cap fails, not the machine
+        if ok then ngx.sleep(0.001) end
+    end
+    return ngx.exit(ngx.OK)
+end
+
+faults["fault-trickle"] = function()
+    -- 50 bytes, one every 200 ms: a complete, valid answer after 10 s
+    local body = str_rep(" ", 50 - 15) .. '{"result":true}'
+    ngx.status = 200
+    ngx.header["Content-Type"] = JSON_TYPE
+    ngx.header["Content-Length"] = #body
+    ngx.send_headers()
+    ngx.flush(true)
+    for i = 1, #body do
+        if i > 1 then ngx.sleep(0.2) end
+        local ok = ngx.print(str_sub(body, i, i))
+        if ok then ok = ngx.flush(true) end
+        if not ok then break end
+    end
+    return ngx.exit(ngx.OK)
+end
+
+faults["fault-invalid-utf8"] = function()
+    -- built by hand: raw \xff\xfe bytes, and an escaped CR/LF that decodes to a real one
+    return send(400, JSON_TYPE, '{"code":"param.illegal","message":"Parameter error \255\254'
+        .. '\\r\\nX-Injected: 1\\r\\n","requestid":"' .. request_id() .. '"}')
+end
+
+faults["fault-deep-json"] = function()
+    return send(200, JSON_TYPE, str_rep("[", 10000) .. str_rep("]", 10000))
+end
+
+faults["fault-redirect"] = function()
+    return send(302, nil, "", { Location = "http://127.0.0.1:1/steal" })
+end
+
+faults["fault-echo-token"] = function(_, token)
+    return send_error(400, "param.illegal", "bad token " .. token)
+end
+
+local function clear_plugins(args, token)
+    local code = args.robotCode
+    local fault = faults[code]
+    if fault then return fault(args, token) end
+    local ms = str_match(code, "^fault%-slow%-(%d+)$")
+    if ms then
+        ngx.sleep(math_min(tonumber(ms), 120000) / 1000)
+        return send(200, JSON_TYPE, '{"result":true}')
+    end
+    return send_error(400, "invalidRequest.robotNotExist",
+        "The bot does not exist. Verify and add it again")
+end
+
+-------------------------------------------------------------------------------
+-- routes: path -> { method, auth (needs the token header), body schema, handler }
+--
+-- Planned, not implemented yet:
+--   POST /v1.0/oauth2/accessToken   (no token header; body appKey, appSecret)
+--   POST /v1.0/robot/plugins/query  (body robotCode)
+--   POST /v1.0/robot/plugins/set    (body robotCode, pluginInfoList)
+
+local routes = {
+    ["/v1.0/robot/plugins/clear"] = {
+        method = "POST",
+        auth = true,
+        body = { robotCode = "string" },
+        handler = clear_plugins,
+    },
+}
+_M.routes = routes
+_M.faults = faults
+
+local function check_token()
+    local token = ngx.req.get_headers()["x-acs-dingtalk-access-token"]
+    if type(token) == "table" then token = token[1] end
+    if type(token) ~= "string" or token == ""
+        or token == "expired-token" or str_sub(token, 1, 7) == "invalid" then
+        return nil
+    end
+    return token
+end
+
+local function is_json_content_type()
+    local ct = ngx.var.content_type
+    if not ct then return false end
+    ct = str_lower(str_match(ct, "^%s*([^;]*)") or "")
+    ct = str_match(ct, "^(.-)%s*$")
+    return ct == "application/json"
+end
+
+-- Parses the body and checks it against the route's schema: exactly the
+-- fields listed, each of the given type.
+local function check_body(raw, schema)
+    if not str_find(raw, "^%s*{") then return nil end
+    local ok, args = pcall(cjson.decode, raw)
+    if not ok or type(args) ~= "table" then return nil end
+    for k, v in pairs(args) do
+        if schema[k] == nil or type(v) ~= schema[k] then return nil end
+    end
+    for k in pairs(schema) do
+        if args[k] == nil or args[k] == "" then return nil end
+    end
+    return args
+end
+
+-------------------------------------------------------------------------------
+-- entry points
+
+function _M.init(opts)
+    opts = opts or {}
+    local meta = ngx.shared[META_DICT]
+    if meta then meta:set("delay_ms", tonumber(opts.delay_ms) or 0) end
+end
+
+function _M.handle()
+    local path = ngx.var.uri
+    local method = ngx.req.get_method()
+    if str_sub(path, 1, 12) == "/__emulator/" then
+        return control(path, method)
+    end
+
+    local raw = read_body()
+    record(raw)
+    ngx.header["x-acs-request-id"] = request_id()
+
+    local delay = delay_ms()
+    if delay > 0 then ngx.sleep(delay / 1000) end
+
+    local route = routes[path]
+    if not route then
+        return send_error(404, "NotFound", "Not Found")
+    end
+    if method ~= route.method then
+        return send_error(405, "MethodNotAllowed", "Method Not Allowed",
+            nil, { Allow = route.method })
+    end
+    local token
+    if route.auth then
+        token = check_token()
+        if not token then
+            return send_error(400, "InvalidAuthentication", "不合法的access_token")
+        end
+    end
+    local args = {}
+    if route.body then
+        if not is_json_content_type() then return param_illegal() end
+        args = check_body(raw, route.body)
+        if not args then return param_illegal() end
+    end
+    return route.handler(args, token)
+end
+
+_M.version = "0.1.0"
+
+return _M
