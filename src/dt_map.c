@@ -101,8 +101,13 @@ static int map_success(lua_State *L, int top, const dt_response *r) {
   if (!decode(L, r->body, r->len))
     return protocol_error(L, top, r, "protocol.not_json", "response body is not JSON");
   t = lua_gettop(L);
+  /* A scalar top level (1, "x", true, null) is valid JSON to cjson; check
+  ** the type before indexing: lua_rawgeti on a non-table is undefined. */
+  if (!lua_istable(L, t))
+    return protocol_error(L, top, r, "protocol.not_object",
+                          "response body is not a JSON object");
   lua_rawgeti(L, t, 1);
-  if (!lua_istable(L, t) || !lua_isnil(L, -1))
+  if (!lua_isnil(L, -1))
     return protocol_error(L, top, r, "protocol.not_object",
                           "response body is not a JSON object");
   lua_pop(L, 1);
