@@ -17,7 +17,7 @@ CURL_LIBS   = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 # pkg-config names the Lua headers like the interpreters: lua5.1 ... luajit.
 lua_cflags  = $(shell pkg-config --cflags $(1) 2>/dev/null)
 
-.PHONY: help deps build build-all test test-one lint demo rock clean
+.PHONY: help deps build build-all test test-one lint demo rock rock-all install clean
 
 help:          ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/' | expand -t 16
@@ -48,6 +48,12 @@ demo: deps build   ## start the local emulator and clear a bot's quick entries t
 
 rock: deps     ## luarocks make into ./luarocks-tree for $(LUA) (offline, Debian's lua-cjson)
 	@tools/rock $(LUA)
+
+rock-all: deps   ## luarocks make for Lua 5.1, 5.3, 5.4 and LuaJIT; each installed copy loads and calls
+	@for l in lua5.1 lua5.3 lua5.4 luajit; do tools/rock $$l || exit 1; done
+
+install: deps  ## luarocks make into the system tree for $(LUA) (what `require "dingtalk"` finds)
+	@tools/rock $(LUA) /usr/local
 
 clean:         ## remove build outputs
 	rm -rf build luarocks-tree .tmp src/*.o *.so
