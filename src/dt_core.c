@@ -225,6 +225,21 @@ static const luaL_Reg core_functions[] = {
   {NULL, NULL}
 };
 
+/* "libcurl/7.88.1 OpenSSL/3.0.x zlib/1.2.13", from curl_version_info: not
+** curl_version(), which also asks libldap for its version and so runs
+** libldap's global init (SASL client init, loading every SASL plugin) at
+** require time; that memory is lost each time Lua closes a state and
+** dlcloses the module. */
+static void push_curl_version(lua_State *L) {
+  const curl_version_info_data *d = curl_version_info(CURLVERSION_NOW);
+  lua_pushfstring(L, "libcurl/%s", d->version);
+  if (d->ssl_version) lua_pushfstring(L, " %s", d->ssl_version);
+  else lua_pushliteral(L, "");
+  if (d->libz_version) lua_pushfstring(L, " zlib/%s", d->libz_version);
+  else lua_pushliteral(L, "");
+  lua_concat(L, 3);
+}
+
 DT_EXPORT int luaopen_dingtalk_core(lua_State *L) {
   dt_map_init(L);
   dt_error_init(L);
@@ -240,7 +255,7 @@ DT_EXPORT int luaopen_dingtalk_core(lua_State *L) {
   dt_newlib(L, core_functions);
   lua_pushliteral(L, DT_VERSION);
   lua_setfield(L, -2, "_VERSION");
-  lua_pushstring(L, curl_version());
+  push_curl_version(L);
   lua_setfield(L, -2, "curl_version");
   return 1;
 }
