@@ -184,6 +184,12 @@ static int map_api(lua_State *L, int top, int t, const dt_response *r) {
     lua_pop(L, 1);
     lua_getfield(L, t, "accessDeniedDetail");
   }
+  if (lua_type(L, -1) == LUA_TSTRING) {   /* server text like the rest */
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    dt_push_clean(L, s, n, DT_TEXT_MAX, &r->secret);
+    lua_remove(L, -2);
+  }
   lua_setfield(L, e, "accessdenieddetail");
   add_context(L, r);
   return finish(L, top);
