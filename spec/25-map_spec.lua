@@ -91,8 +91,8 @@ describe("core.map", function()
 
   it("redacts the secret from everything taken from the server", function()
     local secret = "tok-SECRET-abcdef"
-    local _, e = map(400, '{"code":"' .. secret .. '","message":"bad ' .. secret .. '!","requestid":"' .. secret .. '"}',
-                     nil, nil, secret)
+    local body = '{"code":"' .. secret .. '","message":"bad ' .. secret .. '!","requestid":"' .. secret .. '"}'
+    local _, e = map(400, body, nil, nil, secret)
     assert.are.same({ "[redacted]", "bad [redacted]!", "[redacted]" }, { e.code, e.message, e.request_id })
     _, e = map(502, "token=" .. secret, nil, nil, secret)
     assert.is_nil(e.message:find(secret, 1, true))
