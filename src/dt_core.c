@@ -7,7 +7,12 @@
 ** and whatever it keeps belongs to the userdata, freed by __gc), and only
 ** then push results. No lua_State is kept anywhere.
 */
+/* nanosleep and clock_gettime are POSIX, not C99. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "dt_compat.h"
 #include "dt_error.h"
@@ -98,12 +103,13 @@ static client *check_client(lua_State *L) {
   return (client *)luaL_checkudata(L, 1, DT_CLIENT_MT);
 }
 
-/* client:post(url, token, body [, result_field]) -> true, result | nil, error */
+/* client:post(url, token, body [, result_field]) -> true, result | nil, error
+** token nil: no access-token header (the token call itself). */
 static int client_post(lua_State *L) {
   client *c = check_client(L);
-  size_t tlen, blen, i;
+  size_t tlen = 0, blen, i;
   const char *url = luaL_checkstring(L, 2);
-  const char *token = luaL_checklstring(L, 3, &tlen);
+  const char *token = lua_isnil(L, 3) ? NULL : luaL_checklstring(L, 3, &tlen);
   const char *body = luaL_checklstring(L, 4, &blen);
   const char *field = luaL_optstring(L, 5, NULL);
   char line[sizeof DT_TOKEN_HEADER + DT_TOKEN_MAX];
@@ -112,7 +118,7 @@ static int client_post(lua_State *L) {
 
   if (!c->open)
     return argument_error(L, "argument.closed", "client", "the client is closed");
-  if (tlen == 0 || tlen > DT_TOKEN_MAX)
+  if (token != NULL && (tlen == 0 || tlen > DT_TOKEN_MAX))
     return argument_error(L, "argument.token", "token",
                           "token must be 1 to 1024 bytes");
   /* Last line of defence: a CR/LF here would inject headers. */
@@ -122,10 +128,12 @@ static int client_post(lua_State *L) {
       return argument_error(L, "argument.control_char", "token",
                             "token contains a control character");
   }
-  memcpy(line, DT_TOKEN_HEADER, sizeof DT_TOKEN_HEADER - 1);
-  memcpy(line + sizeof DT_TOKEN_HEADER - 1, token, tlen + 1);
+  if (token != NULL) {
+    memcpy(line, DT_TOKEN_HEADER, sizeof DT_TOKEN_HEADER - 1);
+    memcpy(line + sizeof DT_TOKEN_HEADER - 1, token, tlen + 1);
+  }
 
-  dt_http_post(&c->http, url, line, body, blen, &res);
+  dt_http_post(&c->http, url, token != NULL ? line : NULL, body, blen, &res);
   memset(line, 0, sizeof line);      /* the token lives no longer than needed */
 
   if (res.code) {
@@ -191,6 +199,27 @@ static int core_map(lua_State *L) {
   return dt_map_push(L, &r);
 }
 
+/* core.sleep(seconds): blocks the calling thread (outside nginx cosocket
+** phases this is the only pause plain Lua has). Restarted on EINTR. */
+static int core_sleep(lua_State *L) {
+  lua_Number s = luaL_checknumber(L, 1);
+  struct timespec ts;
+  luaL_argcheck(L, s >= 0 && s <= 86400, 1, "seconds must be 0..86400");
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
+  if (ts.tv_nsec > 999999999L) ts.tv_nsec = 999999999L;
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+  return 0;
+}
+
+/* core.now() -> seconds of a monotonic clock (deadlines, durations). */
+static int core_now(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
 /* core.error(t) -> t, with the error metatable (for errors made in Lua). */
 static int core_error(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -222,6 +251,8 @@ static const luaL_Reg core_functions[] = {
   {"map", core_map},
   {"error", core_error},
   {"is_error", core_is_error},
+  {"sleep", core_sleep},
+  {"now", core_now},
   {NULL, NULL}
 };
 

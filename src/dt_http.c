@@ -220,7 +220,7 @@ void dt_http_post(dt_http *h, const char *url, const char *token_line,
   memset(out, 0, sizeof *out);
 
   curl_easy_setopt(h->curl, CURLOPT_URL, url);
-  curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, &token);
+  curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, token_line ? &token : h->headers);
   curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
   curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
   rc = curl_easy_perform(h->curl);

@@ -66,7 +66,8 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o);
 void dt_http_close(dt_http *h);
 
 /* POSTs `body` to `url` with the access-token header line `token_line`
-** ("x-acs-dingtalk-access-token: ..."), which must not contain CR or LF. */
+** ("x-acs-dingtalk-access-token: ..."), which must not contain CR or LF;
+** NULL sends no token header (the access-token call). */
 void dt_http_post(dt_http *h, const char *url, const char *token_line,
                   const char *body, size_t len, dt_http_result *out);
 
