@@ -36,6 +36,8 @@
 typedef struct client {
   dt_http http;
   int open;
+  unsigned long seq;             /* transfers made (client:last) */
+  long last_status;              /* 0: the last transfer got no response */
 } client;
 
 /* Pushes `nil, error` for a call the core refuses before any traffic. */
@@ -135,6 +137,8 @@ static int client_post(lua_State *L) {
 
   dt_http_post(&c->http, url, token != NULL ? line : NULL, body, blen, &res);
   memset(line, 0, sizeof line);      /* the token lives no longer than needed */
+  c->seq++;
+  c->last_status = res.code ? 0 : res.status;
 
   if (res.code) {
     dt_secret s;
@@ -158,6 +162,20 @@ static int client_post(lua_State *L) {
   dt_map_push(L, &r);
   dt_http_trim(&c->http);
   return 2;
+}
+
+/* client:last() -> seq, status, request_id: what the last transfer got
+** (status 0 and no request id when it got no response). For on_request
+** hooks, which want the status and request id of successes too. */
+static int client_last(lua_State *L) {
+  client *c = check_client(L);
+  const char *rid = c->http.hdr.request_id[0] ? c->http.hdr.request_id
+                                              : c->http.hdr.trace_id;
+  lua_pushnumber(L, (lua_Number)c->seq);
+  lua_pushinteger(L, (lua_Integer)c->last_status);
+  if (c->last_status && rid[0]) lua_pushstring(L, rid);
+  else lua_pushnil(L);
+  return 3;
 }
 
 static int client_close(lua_State *L) {
@@ -242,6 +260,7 @@ static int core_is_error(lua_State *L) {
 
 static const luaL_Reg client_methods[] = {
   {"post", client_post},
+  {"last", client_last},
   {"close", client_close},
   {NULL, NULL}
 };
