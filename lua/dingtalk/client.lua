@@ -3,6 +3,7 @@
 local core = require "dingtalk.core"
 local check = require "dingtalk.check"
 local robot = require "dingtalk.robot"
+local ngx_transport = require "dingtalk.transport.ngx"
 
 local io_open = io.open
 local error = error
@@ -25,6 +26,7 @@ _M.DEFAULT_MAX_BODY = 1024 * 1024   -- bytes of response kept at most
 local OPTIONS = {
   endpoint = true, timeout = true, connect_timeout = true, cafile = true,
   proxy = true, user_agent = true, max_body = true, insecure_http = true,
+  transport = true,
 }
 
 local default_user_agent = "lua-dingtalk/" .. core._VERSION .. " ("
@@ -123,6 +125,17 @@ function _M.options(opts)
     fail("argument.option", "max_body", "max_body must be a whole number of bytes from 1 to 2^31-1")
   end
   o.max_body = max_body or _M.DEFAULT_MAX_BODY
+  -- nil: cosockets where they work (nginx request phases, timers), else libcurl
+  local transport = opts.transport
+  if transport ~= nil and transport ~= "curl" and transport ~= "ngx" then
+    fail("argument.option", "transport", 'transport must be "curl", "ngx" or nil (automatic)')
+  end
+  if transport == "ngx" and (not ngx_transport.present() or o.proxy) then
+    fail("argument.option", "transport", o.proxy
+         and 'transport "ngx" cannot go through a proxy'
+         or 'transport "ngx" needs nginx with lua-nginx-module')
+  end
+  o.transport = transport
   if o.cafile then
     local f = io_open(o.cafile, "rb")
     if not f then
@@ -141,11 +154,16 @@ mt.__index = mt
 -- Sends one request over this client's connection; returns ok, result|error.
 -- This is the transport seam: other transports plug in here.
 function mt:post(path, token, body, result_field)
+  local t = self.options.transport
+  if t == "ngx" or (t == nil and ngx_transport.usable()) then
+    return ngx_transport.post(self, path, token, body, result_field)
+  end
   return self._core:post(self.endpoint .. path, token, body, result_field)
 end
 
 
 function mt:close()
+  self._closed = true
   self._core:close()
 end
 

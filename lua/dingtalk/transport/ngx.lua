@@ -1,0 +1,466 @@
+-- The cosocket transport: the same request as the libcurl path, sent with
+-- ngx.socket.tcp so that a call from a request phase or a timer yields to
+-- nginx's event loop instead of blocking the worker. The response goes
+-- through the C core's mapping (core.map), so results and error tables are
+-- those of the libcurl path; transport failures get libcurl's codes.
+--
+-- Loadable anywhere (plain Lua too): `ngx` is looked up per call.
+local core = require "dingtalk.core"
+
+local concat = table.concat
+local floor = math.floor
+local min = math.min
+local tonumber = tonumber
+local setmetatable = setmetatable
+local tostring = tostring
+local type = type
+local str_byte = string.byte
+local str_find = string.find
+local str_format = string.format
+local str_lower = string.lower
+local str_match = string.match
+local str_sub = string.sub
+
+local _M = {}
+
+-- Phases in which lua-nginx-module lets a handler use cosockets (its
+-- ngx.socket.tcp "context" list). Everywhere else libcurl serves.
+_M.COSOCKET_PHASES = {
+  rewrite = true, server_rewrite = true, access = true, content = true,
+  timer = true, ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+
+local MAX_TOKEN = 1024        -- as the C core's DT_TOKEN_MAX
+local MAX_HEAD = 100 * 1024   -- one response head (libcurl: 100 KiB per header)
+local MAX_LINE = 4096         -- a chunk-size or trailer line
+local READ_PIECE = 64 * 1024
+-- libcurl keeps these three header values in fixed buffers (dt_http.h);
+-- cutting them the same way keeps request_id/retry_after identical.
+local KEEP = { ["x-acs-request-id"] = 127, ["x-acs-trace-id"] = 127, ["retry-after"] = 31 }
+local DEFAULT_PORT = { http = 80, https = 443 }
+local TOO_LARGE = "response body larger than max_body"
+
+
+-- true inside nginx with lua-nginx-module (any phase).
+function _M.present()
+  local n = ngx
+  return type(n) == "table" and type(n.get_phase) == "function"
+      and type(n.socket) == "table"
+end
+
+-- true when this call runs where cosockets work.
+function _M.usable()
+  return _M.present() and _M.COSOCKET_PHASES[ngx.get_phase()] == true
+end
+
+
+local function fail(code, message, retryable)
+  return nil, core.error{ kind = "transport", code = code, message = message,
+                          retryable = retryable == true }
+end
+
+local function argument(code, field, message)
+  return nil, core.error{ kind = "argument", code = code, field = field,
+                          message = message, retryable = false }
+end
+
+
+-- Endpoints are normalised by client.options (scheme://host[:port][/base]);
+-- the parts are worked out once per endpoint string.
+local endpoints = {}
+
+local function endpoint(url, cafile)
+  local key = url .. "|" .. (cafile or "")
+  local ep = endpoints[key]
+  if ep then return ep end
+  local scheme, authority, base = str_match(url, "^(%a+)://([^/]*)(.*)$")
+  scheme = str_lower(scheme)
+  local host, port = str_match(authority, "^%[([%x:]+)%]:?(%d*)$")
+  if not host then host, port = str_match(authority, "^([^:]+):?(%d*)$") end
+  port = tonumber(port) or DEFAULT_PORT[scheme]
+  -- libcurl leaves the default port out of Host:, and so do we.
+  local hosthdr = authority
+  if port == DEFAULT_PORT[scheme] then hosthdr = str_match(authority, "^(.-):?%d*$") end
+  -- nginx's resolver does not read /etc/hosts; libcurl would map localhost.
+  local addr = host
+  if str_lower(host) == "localhost" then addr = "127.0.0.1" end
+  ep = {
+    tls = scheme == "https", host = host, addr = addr, port = port,
+    base = base, hosthdr = hosthdr,
+    -- a client with a cafile of its own gets connections of its own: one
+    -- verified against another trust store is never handed to it
+    pool = "dingtalk:" .. scheme .. "://" .. host .. ":" .. port .. (cafile and " ca=" .. cafile or ""),
+  }
+  endpoints[key] = ep
+  return ep
+end
+
+
+-- Milliseconds left before the deadline (at least 0).
+local function left(st)
+  local n = ngx
+  n.update_time()
+  local ms = floor((st.deadline - n.now()) * 1000)
+  if ms < 0 then return 0 end
+  return ms
+end
+
+local function timed_out(st, what)
+  local n = ngx
+  n.update_time()
+  return fail("transport.timeout", str_format("Operation timed out after %d milliseconds %s",
+    floor((n.now() - st.start) * 1000 + 0.5), what), true)
+end
+
+
+-- Reading: a buffer over receiveany, so that every wait is bounded by the
+-- call's deadline (a read timeout alone restarts with each byte that
+-- trickles in).
+local function fill(st, what)
+  local ms = left(st)
+  if ms <= 0 then return timed_out(st, what) end
+  st.sock:settimeouts(ms, ms, ms)
+  local data, err = st.sock:receiveany(READ_PIECE)
+  if not data then
+    if err == "timeout" then return timed_out(st, what) end
+    st.eof = err
+    return nil
+  end
+  st.got = st.got + #data
+  if st.pos > #st.buf then
+    st.buf, st.pos = data, 1
+  else
+    st.buf, st.pos = str_sub(st.buf, st.pos) .. data, 1
+  end
+  return true
+end
+
+local function closed(st, what)
+  return fail("transport.closed", str_format("connection %s %s", st.eof or "closed", what), true)
+end
+
+-- One line (without its CR LF), at most `max` bytes.
+local function read_line(st, max, what)
+  while true do
+    local e = str_find(st.buf, "\n", st.pos, true)
+    if e then
+      local line = str_sub(st.buf, st.pos, e - 1)
+      st.pos = e + 1
+      if str_byte(line, -1) == 13 then line = str_sub(line, 1, -2) end
+      return line
+    end
+    if #st.buf - st.pos + 1 > max then
+      return fail("transport.closed", "line too long " .. what, true)
+    end
+    local ok, err = fill(st, what)
+    if ok == nil then
+      if err then return nil, err end
+      return closed(st, what)
+    end
+  end
+end
+
+-- Exactly n bytes, appended to the body pieces.
+local function read_body_bytes(st, n, what)
+  while n > 0 do
+    local have = #st.buf - st.pos + 1
+    if have > 0 then
+      local take = min(have, n)
+      st.body[#st.body + 1] = str_sub(st.buf, st.pos, st.pos + take - 1)
+      st.pos = st.pos + take
+      n = n - take
+    else
+      local ok, err = fill(st, what)
+      if ok == nil then
+        if err then return nil, err end
+        return closed(st, what)
+      end
+    end
+  end
+  return true
+end
+
+
+-- The status line and headers of one response. Returns status, headers
+-- (lowercase names, last value wins), the HTTP minor version.
+local function read_head(st)
+  local e
+  while true do
+    if #st.buf - st.pos + 1 >= 5 and str_sub(st.buf, st.pos, st.pos + 4) ~= "HTTP/" then
+      -- libcurl refuses HTTP/0.9 answers (CURLE_UNSUPPORTED_PROTOCOL)
+      return fail("transport.bad_response", "the server's answer is not HTTP")
+    end
+    e = str_find(st.buf, "\n\r?\n", st.pos)
+    if e then break end
+    if #st.buf - st.pos + 1 > MAX_HEAD then
+      return fail("transport.bad_response", "response headers larger than 100 KiB")
+    end
+    local ok, err = fill(st, "waiting for the response")
+    if ok == nil then
+      if err then return nil, err end
+      if st.got == 0 then
+        return fail("transport.closed",
+                    "Empty reply from server (connection " .. (st.eof or "closed") .. ")", true)
+      end
+      return closed(st, "in the response headers")
+    end
+  end
+  local stop = str_find(st.buf, "\n", e + 1, true)
+  local head = str_sub(st.buf, st.pos, stop)
+  st.pos = stop + 1
+  local headers, status, minor = {}, nil, nil
+  for line in head:gmatch("([^\n]*)\n") do
+    if str_byte(line, -1) == 13 then line = str_sub(line, 1, -2) end
+    if not status then
+      local major
+      major, minor, status = str_match(line, "^HTTP/(%d)%.(%d) (%d%d%d)")
+      if not status or major ~= "1" then
+        return fail("transport.bad_response", "unsupported HTTP status line")
+      end
+      status, minor = tonumber(status), tonumber(minor)
+    elseif line ~= "" then
+      local name, value = str_match(line, "^([^:%s]+):[ \t]*(.-)[ \t]*$")
+      if name then
+        name = str_lower(name)
+        local keep = KEEP[name]
+        if keep and #value > keep then value = str_sub(value, 1, keep) end
+        headers[name] = value
+      end
+    end
+  end
+  return status, headers, minor
+end
+
+
+local function read_chunked(st, max)
+  local total = 0
+  while true do
+    local line, err = read_line(st, MAX_LINE, "in a chunk size line")
+    if not line then return nil, err end
+    local hex = str_match(line, "^%s*(%x+)%s*[;]?")
+    if not hex or #hex > 8 then
+      -- libcurl: "Illegal or missing hexadecimal sequence" (CURLE_RECV_ERROR)
+      return fail("transport.closed", "bad chunk size in a chunked response", true)
+    end
+    local size = tonumber(hex, 16)
+    if size == 0 then break end
+    if total + size > max then
+      -- as libcurl, fail only once bytes past the cap are actually there
+      local ok
+      ok, err = read_body_bytes(st, max - total + 1, "in the response body")
+      if not ok then return nil, err end
+      return fail("transport.too_large", TOO_LARGE)
+    end
+    local ok
+    ok, err = read_body_bytes(st, size, "in the response body")
+    if not ok then return nil, err end
+    total = total + size
+    line, err = read_line(st, MAX_LINE, "after a chunk")
+    if not line then return nil, err end
+    if line ~= "" then
+      return fail("transport.closed", "bad chunk terminator in a chunked response", true)
+    end
+  end
+  -- trailers, up to the empty line
+  while true do
+    local line, err = read_line(st, MAX_LINE, "in the chunked trailer")
+    if not line then return nil, err end
+    if line == "" then return true end
+  end
+end
+
+
+local function read_to_close(st, max)
+  local total = 0
+  while true do
+    local have = #st.buf - st.pos + 1
+    if have > 0 then
+      total = total + have
+      if total > max then return fail("transport.too_large", TOO_LARGE) end
+      st.body[#st.body + 1] = str_sub(st.buf, st.pos)
+      st.buf, st.pos = "", 1
+    end
+    local ok, err = fill(st, "in the response body")
+    if ok == nil then
+      if err then return nil, err end
+      return true
+    end
+  end
+end
+
+
+-- The whole response: status, headers for core.map, body, reusable?
+local function read_response(st, max)
+  local status, headers, minor
+  repeat
+    status, headers, minor = read_head(st)
+    if not status then return nil, headers end
+  until status >= 200 or status == 101
+  if status == 101 then
+    return fail("transport.bad_response", "unexpected 101 Switching Protocols")
+  end
+  local conn = str_lower(headers["connection"] or "")
+  local reuse = (minor >= 1 and not str_find(conn, "close", 1, true))
+      or (minor == 0 and str_find(conn, "keep-alive", 1, true) ~= nil)
+  local te = str_lower(headers["transfer-encoding"] or "")
+  local cl = headers["content-length"]
+  local ok, err
+  if status == 204 or status == 304 then
+    ok = true
+  elseif str_find(te, "chunked", 1, true) then
+    ok, err = read_chunked(st, max)
+  elseif cl then
+    local n = str_match(cl, "^(%d+)$")
+    if not n or #n > 15 then
+      return fail("transport.bad_response", "invalid Content-Length in the response")
+    end
+    n = tonumber(n)
+    if n > max then return fail("transport.too_large", TOO_LARGE) end
+    ok, err = read_body_bytes(st, n, str_format("in the response body (Content-Length %d)", n))
+  else
+    reuse = false
+    ok, err = read_to_close(st, max)
+  end
+  if not ok then return nil, err end
+  if st.pos <= #st.buf then reuse = false end   -- bytes nobody asked for
+  local map_headers = {
+    ["x-acs-request-id"] = headers["x-acs-request-id"],
+    ["x-acs-trace-id"] = headers["x-acs-trace-id"],
+    ["retry-after"] = headers["retry-after"],
+  }
+  return status, map_headers, concat(st.body), reuse
+end
+
+
+-- Connects (or takes a pooled connection) and does the TLS handshake.
+local function open(st, ep, connect_timeout)
+  local n = ngx
+  local sock, err = n.socket.tcp()
+  if not sock then return fail("transport.other", "cannot create a socket: " .. tostring(err)) end
+  st.sock = sock
+  local ms = left(st)
+  if ms <= 0 then return timed_out(st, "before connecting") end
+  local cms = min(connect_timeout, ms)
+  sock:settimeouts(cms, ms, ms)
+  local ok
+  ok, err = sock:connect(ep.addr, ep.port, { pool = ep.pool })
+  if not ok then
+    err = tostring(err)
+    local where = ep.host .. " port " .. ep.port
+    if err == "timeout" then return timed_out(st, "connecting to " .. where) end
+    if str_find(err, "resolve", 1, true) or str_find(err, "resolver", 1, true) then
+      return fail("transport.dns", "Could not resolve host: " .. ep.host .. " (" .. err
+        .. "; nginx needs a `resolver` directive for host names)", true)
+    end
+    return fail("transport.connect", "Failed to connect to " .. where .. ": " .. err, true)
+  end
+  st.reused = sock:getreusedtimes() or 0
+  if ep.tls and st.reused == 0 then
+    ms = left(st)
+    if ms <= 0 then return timed_out(st, "before the TLS handshake") end
+    sock:settimeouts(cms, ms, ms)
+    -- verification on: trust comes from lua_ssl_trusted_certificate
+    ok, err = sock:sslhandshake(false, ep.host, true)
+    if not ok then
+      if err == "timeout" then return timed_out(st, "in the TLS handshake with " .. ep.host) end
+      return fail("transport.tls", "TLS handshake with " .. ep.host .. " failed: " .. tostring(err))
+    end
+    -- lua-nginx-module before the fix of openresty/lua-nginx-module#2506
+    -- returns true when the handshake completes at once but verification
+    -- fails; the socket is closed by then, which is how we tell.
+    if not sock:getreusedtimes() then
+      return fail("transport.tls", "TLS handshake with " .. ep.host
+        .. " failed: certificate verification failed (nginx's error log has the reason)")
+    end
+  end
+  return true
+end
+
+
+local function attempt(st, ep, opts, request)
+  local ok, err = open(st, ep, opts.connect_timeout)
+  if not ok then return nil, err end
+  local sock = st.sock
+  local ms = left(st)
+  if ms <= 0 then return timed_out(st, "before sending the request") end
+  sock:settimeouts(ms, ms, ms)
+  ok, err = sock:send(request)
+  if not ok then
+    if err == "timeout" then return timed_out(st, "sending the request") end
+    st.eof = err
+    return fail("transport.closed", "sending the request failed: " .. tostring(err), true)
+  end
+  return read_response(st, opts.max_body)
+end
+
+
+local warned = setmetatable({}, { __mode = "k" })
+
+-- post(client, path, token, body, result_field) -> true, result | nil, error
+-- The client is dingtalk.client's: endpoint, options (timeout,
+-- connect_timeout, max_body, user_agent, proxy, cafile).
+function _M.post(client, path, token, body, result_field)
+  local n = ngx
+  if not _M.usable() then
+    local phase = type(n) == "table" and n.get_phase and n.get_phase() or "plain Lua"
+    return argument("argument.transport", "transport",
+      "transport \"ngx\" needs a phase where cosockets work (rewrite, access, content, timer, ...), not "
+      .. tostring(phase))
+  end
+  -- The same checks, in the same order, as the C core's client:post.
+  if client._closed then return argument("argument.closed", "client", "the client is closed") end
+  -- token nil: no access-token header (the token call itself)
+  if token ~= nil then
+    if type(token) ~= "string" or #token == 0 or #token > MAX_TOKEN then
+      return argument("argument.token", "token", "token must be 1 to 1024 bytes")
+    end
+    if str_find(token, "[%z\1-\31\127]") then
+      return argument("argument.control_char", "token", "token contains a control character")
+    end
+  end
+  local opts = client.options
+  if opts.proxy then
+    return argument("argument.transport", "proxy",
+      "the cosocket transport does not go through a proxy; use transport = \"curl\" "
+      .. "(which blocks the nginx worker) or reach the endpoint directly")
+  end
+  if opts.cafile and not warned[client] then
+    warned[client] = true
+    n.log(n.WARN, "dingtalk: the cosocket transport ignores cafile; ",
+          "lua_ssl_trusted_certificate must hold that CA")
+  end
+  local ep = endpoint(client.endpoint, opts.cafile)
+  local request = {
+    "POST ", ep.base, path, " HTTP/1.1\r\n",
+    "Host: ", ep.hosthdr, "\r\n",
+    "User-Agent: ", opts.user_agent, "\r\n",
+    token and "x-acs-dingtalk-access-token: " or "", token or "", token and "\r\n" or "",
+    "Content-Type: application/json\r\n",
+    "Accept: application/json\r\n",
+    "Content-Length: ", tostring(#body), "\r\n",
+    "\r\n",
+    body,
+  }
+  n.update_time()
+  local now = n.now()
+  local st, status, headers, data, reuse
+  for try = 1, 2 do
+    st = { start = now, deadline = now + opts.timeout / 1000, buf = "", pos = 1, got = 0, body = {} }
+    status, headers, data, reuse = attempt(st, ep, opts, request)
+    local again = try == 1 and not status and st.got == 0 and (st.reused or 0) > 0
+        and headers.code == "transport.closed"
+    if not again then break end
+    -- a pooled connection the server had already closed: like libcurl, one
+    -- more try on a fresh one (clearing is idempotent)
+    st.sock:close()
+  end
+  if not status then
+    if st.sock then st.sock:close() end
+    return nil, headers
+  end
+  if reuse then st.sock:setkeepalive() else st.sock:close() end
+  return core.map(status, headers, data, result_field, token)
+end
+
+
+return _M
