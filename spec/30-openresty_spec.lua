@@ -1,0 +1,404 @@
+-- The module inside nginx (lua-nginx-module): the cosocket transport gives
+-- the same results and error tables as libcurl, it does not block the
+-- worker, and libcurl still serves where cosockets cannot run.
+--
+-- Two nginx instances: the emulator (spec.helpers.emulator) and a second
+-- one running the module (spec.helpers.openresty, worker_processes 1, built
+-- against build/luajit). The libcurl side of each comparison runs here, in
+-- the busted interpreter.
+local socket = require "socket"
+local emulator = require "spec.helpers.emulator"
+local openresty = require "spec.helpers.openresty"
+local scenarios = require "spec.helpers.scenarios"
+local dingtalk = require "dingtalk"
+
+local TOKEN = scenarios.TOKEN
+
+-- One attempt per call on both sides: this compares transports, not the
+-- retry loop above them (when the client has one).
+local BASE = {}
+for k, v in pairs(scenarios.client_options) do BASE[k] = v end
+if require("dingtalk.client").OPTIONS.retries then BASE.retries = 0 end
+
+local function merge(a, b)
+  local t = {}
+  for k, v in pairs(a or {}) do t[k] = v end
+  for k, v in pairs(b or {}) do t[k] = v end
+  return t
+end
+
+local function readable(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+-- In-process call over libcurl: the same shape as the nginx handler's answer.
+local function via_curl(opts, robotCode, token)
+  local c = dingtalk.new(merge(opts, { transport = "curl" }))
+  local ok, v = pcall(c.robot.clear_plugins, { robotCode = robotCode, token = token })
+  c:close()
+  if ok then return { ok = true, result = v } end
+  assert(type(v) == "table", "errors are tables: " .. tostring(v))
+  local e = {}
+  for k, x in pairs(v) do e[k] = x end
+  return { ok = false, err = e }
+end
+
+-- Field by field. request_id differs per request: presence only. A
+-- transport error's message is libcurl's own text on one side and ours on
+-- the other: presence only, the code says what happened.
+local function assert_same_outcome(curl, ngx_res, what)
+  assert.are.equal(curl.ok, ngx_res.ok, what .. ": ok differs " .. require("cjson").encode(ngx_res))
+  if curl.ok then
+    assert.are.equal(curl.result, ngx_res.result, what .. ": result")
+    return
+  end
+  local a, b = curl.err, ngx_res.err
+  assert.is_table(b, what .. ": no error table from nginx")
+  local keys = {}
+  for k in pairs(a) do keys[k] = true end
+  for k in pairs(b) do keys[k] = true end
+  for k in pairs(keys) do
+    if k == "request_id" or (k == "message" and a.kind == "transport") then
+      assert.are.equal(type(a[k]), type(b[k]), what .. ": presence of " .. k)
+      if b[k] ~= nil then assert.is_true(#b[k] > 0, what .. ": empty " .. k) end
+    else
+      assert.are.same(a[k], b[k], what .. ": field " .. k)
+    end
+  end
+end
+
+
+describe("OpenResty (lua-nginx-module)", function()
+  local emu, nginx
+
+  setup(function()
+    assert(readable("build/luajit/dingtalk/core.so"),
+           "build/luajit/dingtalk/core.so is missing: nginx loads the LuaJIT build (make build LUA=luajit)")
+    emu = emulator.start()
+    local ok, err = pcall(function()
+      nginx = openresty.start{ cafile = emu.cafile, other_cafile = emu.other_cafile,
+                               init_endpoint = emu.url, token = TOKEN }
+    end)
+    if not ok then
+      emulator.stop(emu)
+      emu = nil
+      error(err, 0)
+    end
+  end)
+
+  teardown(function()
+    if nginx then openresty.stop(nginx) end
+    if emu then emulator.stop(emu) end
+  end)
+
+  local function run(path, query, token)
+    local status, res = openresty.get(nginx, path, query, token or TOKEN)
+    assert.are.equal(200, status, "nginx answered " .. tostring(status) .. ": " .. tostring(res))
+    assert.is_table(res, "not JSON: " .. tostring(res))
+    return res
+  end
+
+  describe("same results as libcurl", function()
+    for _, sc in ipairs(scenarios.list) do
+      it(sc.name .. " (" .. sc.robotCode .. ")", function()
+        local opts = merge(BASE, { endpoint = emu.url })
+        local token = sc.token or TOKEN
+        local curl = via_curl(opts, sc.robotCode, token)
+        local res = run("/run", merge(BASE,
+                        { endpoint = emu.url, robotCode = sc.robotCode }), token)
+        assert.are.equal("ngx", res.via, "served by cosockets")
+        assert.are.equal("content", res.phase)
+        assert_same_outcome(curl, res, sc.name)
+        -- and what the scenario list expects, so both are not equally wrong
+        if sc.err then
+          assert.are.equal(sc.err.code, res.err.code)
+          assert.are.equal(sc.err.kind, res.err.kind)
+          assert.are.equal(sc.err.retryable, res.err.retryable)
+        else
+          assert.are.equal(sc.result, res.result)
+        end
+      end)
+    end
+
+    local extra = {
+      { name = "TLS, verified (localhost)", code = "transport.none", robotCode = "dingbot-ok",
+        endpoint = function() return emu.tls_url_localhost end,
+        ca = function() return emu.cafile end },
+      { name = "TLS, name mismatch", code = "transport.tls", robotCode = "dingbot-ok",
+        endpoint = function() return emu.tls_url_mismatch end,
+        ca = function() return emu.cafile end },
+      { name = "TLS, untrusted CA", code = "transport.tls", robotCode = "dingbot-ok",
+        path = "/run-other-ca",   -- its lua_ssl_trusted_certificate is that other CA
+        endpoint = function() return emu.tls_url_localhost end,
+        ca = function() return emu.other_cafile end },
+      { name = "connection refused", code = "transport.connect", robotCode = "dingbot-ok",
+        endpoint = function() return "http://127.0.0.1:" .. free_port() end },
+      { name = "trickling body past the deadline", code = "transport.timeout",
+        robotCode = "fault-trickle", opts = { timeout = 800 } },
+      { name = "body exactly max_body", code = "transport.none", robotCode = "dingbot-ok",
+        opts = { max_body = 15 } },
+      { name = "body one byte over max_body", code = "transport.too_large", robotCode = "dingbot-ok",
+        opts = { max_body = 14 } },
+      { name = "slow answer within the timeout", code = "transport.none", robotCode = "fault-slow-300",
+        opts = { timeout = 2000 } },
+    }
+    for _, x in ipairs(extra) do
+      it(x.name, function()
+        local endpoint = x.endpoint and x.endpoint() or emu.url
+        -- the cafile, for nginx, only keys the connection pool (a client with
+        -- its own CA never gets a connection verified against another one)
+        local opts = merge(merge(BASE, x.opts),
+                           { endpoint = endpoint, cafile = x.ca and x.ca() })
+        local curl = via_curl(opts, x.robotCode, TOKEN)
+        local res = run(x.path or "/run", merge(opts, { robotCode = x.robotCode }))
+        assert.are.equal("ngx", res.via)
+        assert_same_outcome(curl, res, x.name)
+        if x.code == "transport.none" then
+          assert.is_true(res.ok)
+        else
+          assert.are.equal(x.code, res.err.code)
+        end
+        -- no call outlives its timeout by much
+        assert.is_true(res.ms < (opts.timeout or 10000) + 250, "took " .. res.ms .. " ms")
+      end)
+    end
+
+    -- A known difference, pinned: nginx checks the certificate's DNS names
+    -- only (X509_check_host), so an https endpoint given as an IP address
+    -- fails verification over cosockets while libcurl accepts the IP SAN.
+    it("TLS to an IP address: libcurl matches the IP SAN, nginx cannot", function()
+      local opts = merge(BASE, { endpoint = emu.tls_url })
+      local curl = via_curl(merge(opts, { cafile = emu.cafile }), "dingbot-ok", TOKEN)
+      assert.is_true(curl.ok)
+      local res = run("/run", merge(opts, { robotCode = "dingbot-ok" }))
+      assert.is_false(res.ok)
+      assert.are.equal("transport.tls", res.err.code)
+      -- "certificate host mismatch"; or, when the handshake completes at
+      -- once (lua-nginx-module#2506), only that verification failed
+      assert.is_truthy(res.err.message:find("host mismatch", 1, true)
+                       or res.err.message:find("verification failed", 1, true), res.err.message)
+    end)
+  end)
+
+  describe("request bytes", function()
+    -- A listener here plays the server: nginx's call (either transport)
+    -- connects to it while this process waits for nginx's answer.
+    local server, port
+    before_each(function()
+      server = assert(socket.bind("127.0.0.1", 0))
+      local _
+      _, port = server:getsockname()
+      server:settimeout(5)
+    end)
+    after_each(function() server:close() end)
+
+    local function capture(query, reply)
+      local c = openresty.send(nginx, "/run", merge(query, { endpoint = "http://127.0.0.1:" .. port,
+                                                         robotCode = "dingbot-ok" }), TOKEN)
+      local peer = assert(server:accept())
+      peer:settimeout(5)
+      local lines = {}
+      repeat
+        local line = assert(peer:receive("*l"))
+        lines[#lines + 1] = line
+      until line == ""
+      local len = tonumber(table.concat(lines, "\n"):match("\nContent%-Length: (%d+)"))
+      local body = assert(peer:receive(len))
+      assert(peer:send(reply))
+      peer:close()
+      local status, res = openresty.receive(c)
+      assert.are.equal(200, status)
+      return table.concat(lines, "\r\n") .. "\r\n" .. body, res
+    end
+
+    local OK = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
+      .. "Connection: close\r\n\r\n{\"result\":true}"
+
+    it("are those of libcurl, byte for byte", function()
+      local via_ngx, r1 = capture({}, OK)
+      local via_lib, r2 = capture({ transport = "curl" }, OK)
+      assert.are.equal("ngx", r1.via)
+      assert.are.equal("curl", r2.via)
+      assert.is_true(r1.result)
+      assert.is_true(r2.result)
+      assert.are.equal(via_lib, via_ngx)
+      assert.matches("^POST /v1%.0/robot/plugins/clear HTTP/1%.1\r\nHost: 127%.0%.0%.1:%d+\r\n"
+        .. "User%-Agent: lua%-dingtalk/[^\r]+\r\nx%-acs%-dingtalk%-access%-token: " .. TOKEN:gsub("%p", "%%%0")
+        .. "\r\nContent%-Type: application/json\r\nAccept: application/json\r\nContent%-Length: 26\r\n\r\n"
+        .. '{"robotCode":"dingbot%-ok"}$', via_ngx)
+    end)
+
+    it("a chunked answer with a trailer reads the same", function()
+      local reply = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        .. "x-acs-request-id: chunked-1\r\nConnection: close\r\n\r\n"
+        .. "5\r\n{\"res\r\na;ext=1\r\nult\":true}\r\n0\r\nx-trailer: 1\r\n\r\n"
+      local _, r1 = capture({}, reply)
+      local _, r2 = capture({ transport = "curl" }, reply)
+      assert.is_true(r1.ok, tostring(r1.err and r1.err.code))
+      assert.is_true(r1.result)
+      assert.are.same(r2.result, r1.result)
+    end)
+
+    it("an answer that is not HTTP is transport.bad_response on both", function()
+      local _, r1 = capture({}, "SSH-2.0-OpenSSH_9.2\r\n")
+      local _, r2 = capture({ transport = "curl" }, "SSH-2.0-OpenSSH_9.2\r\n")
+      assert.are.equal("transport.bad_response", r2.err.code)
+      assert_same_outcome({ ok = r2.ok, err = r2.err }, r1, "not HTTP")
+    end)
+  end)
+
+  describe("transport selection", function()
+    it("init_by_lua loads the module and calls over libcurl", function()
+      local status, res = openresty.get(nginx, "/init")
+      assert.are.equal(200, status)
+      assert.is_true(res.loaded)
+      assert.are.equal("init", res.phase)
+      assert.are.equal("curl", res.via)
+      assert.is_true(res.result)
+    end)
+
+    for _, p in ipairs{ { "/rewrite", "rewrite" }, { "/access", "access" }, { "/run", "content" },
+                        { "/timer", "timer" } } do
+      it(p[2] .. " phase uses cosockets", function()
+        local res = run(p[1], { endpoint = emu.url, robotCode = "dingbot-ok" })
+        assert.are.equal(p[2], res.phase)
+        assert.is_true(res.cosockets)
+        assert.are.equal("ngx", res.via)
+        assert.is_true(res.result)
+      end)
+    end
+
+    it("set_by_lua (no cosockets) falls back to libcurl", function()
+      local res = run("/set", { endpoint = emu.url, robotCode = "dingbot-ok" })
+      assert.are.equal("set", res.phase)
+      assert.is_false(res.cosockets)
+      assert.are.equal("curl", res.via)
+      assert.is_true(res.result)
+    end)
+
+    it('transport = "curl" forces libcurl in the content phase', function()
+      local res = run("/run", { endpoint = emu.url, robotCode = "dingbot-stopped", transport = "curl" })
+      assert.are.equal("curl", res.via)
+      assert.are.equal("invalidRequest.robotIsStop", res.err.code)
+    end)
+
+    it('transport = "ngx" where cosockets cannot run is an argument error', function()
+      local res = run("/set", { endpoint = emu.url, robotCode = "dingbot-ok", transport = "ngx" })
+      assert.is_false(res.ok)
+      assert.are.equal("argument", res.err.kind)
+      assert.are.equal("argument.transport", res.err.code)
+    end)
+
+    it('plain Lua refuses transport = "ngx" and checks the option', function()
+      local ok, err = pcall(dingtalk.new, { endpoint = emu.url, transport = "ngx" })
+      assert.is_false(ok)
+      assert.are.equal("argument.option", err.code)
+      ok, err = pcall(dingtalk.new, { endpoint = emu.url, transport = "cosocket" })
+      assert.is_false(ok)
+      assert.are.equal("transport", err.field)
+    end)
+  end)
+
+  describe("connections", function()
+    local function last_two()
+      local reqs = emulator.requests(emu)
+      return reqs[#reqs - 1], reqs[#reqs]
+    end
+
+    it("are kept alive and reused (plain)", function()
+      emulator.reset(emu)
+      run("/run", { endpoint = emu.url, robotCode = "dingbot-ok" })
+      run("/run", { endpoint = emu.url, robotCode = "dingbot-ok" })
+      local a, b = last_two()
+      assert.are.equal(a.connection, b.connection)
+      assert.are.equal(a.connection_requests + 1, b.connection_requests)
+    end)
+
+    it("are kept alive and reused (TLS, SNI set)", function()
+      emulator.reset(emu)
+      run("/run", { endpoint = emu.tls_url_localhost, robotCode = "dingbot-ok" })
+      run("/run", { endpoint = emu.tls_url_localhost, robotCode = "dingbot-ok" })
+      local a, b = last_two()
+      assert.are.equal("https", b.scheme)
+      assert.are.equal("localhost", b.sni)
+      assert.are.equal(a.connection, b.connection)
+    end)
+
+    it("are not reused after an error answer that closes them", function()
+      emulator.reset(emu)
+      run("/run", { endpoint = emu.url, robotCode = "fault-close-mid-body" })
+      local res = run("/run", { endpoint = emu.url, robotCode = "dingbot-ok" })
+      assert.is_true(res.result)
+      local a, b = last_two()
+      assert.are_not.equal(a.connection, b.connection)
+    end)
+  end)
+
+  describe("does not block the worker", function()
+    local function fire(n, query)
+      local conns = {}
+      local t0 = socket.gettime()
+      for i = 1, n do conns[i] = openresty.send(nginx, "/run", query, TOKEN) end
+      local results = {}
+      for i = 1, n do
+        local status, res = openresty.receive(conns[i])
+        assert.are.equal(200, status)
+        results[i] = res
+      end
+      return socket.gettime() - t0, results
+    end
+
+    local function summary(results)
+      local lo, hi, trues = math.huge, 0, 0
+      for _, r in ipairs(results) do
+        lo, hi = math.min(lo, r.ms), math.max(hi, r.ms)
+        if r.result == true then trues = trues + 1 end
+      end
+      return lo, hi, trues
+    end
+
+    it("50 concurrent 200 ms calls finish in a small multiple of 200 ms", function()
+      local n = 50
+      local wall, results = fire(n, { endpoint = emu.url, robotCode = "fault-slow-200", timeout = 5000 })
+      for i, r in ipairs(results) do
+        assert.is_true(r.ok, "request " .. i .. ": " .. tostring(r.err and r.err.code))
+        assert.is_true(r.result)
+        assert.are.equal("ngx", r.via)
+        assert.is_true(r.ms >= 190, "request " .. i .. " took " .. r.ms .. " ms")
+      end
+      local lo, hi, trues = summary(results)
+      print(string.format("\ncosockets: %d concurrent calls to a 200 ms answer: %.0f ms wall; "
+        .. "per call %d-%d ms; %d/%d result true", n, wall * 1000, lo, hi, trues, n))
+      assert.is_true(wall < 5 * 0.2, string.format("wall time %.3f s", wall))
+    end)
+
+    it("the same with libcurl forced serialises (the worker is blocked)", function()
+      local n = 5
+      local wall, results = fire(n, { endpoint = emu.url, robotCode = "fault-slow-200", timeout = 5000,
+                                       transport = "curl" })
+      for _, r in ipairs(results) do
+        assert.is_true(r.result)
+        assert.are.equal("curl", r.via)
+      end
+      local lo, hi, trues = summary(results)
+      print(string.format("libcurl:   %d concurrent calls to a 200 ms answer: %.0f ms wall; "
+        .. "per call %d-%d ms; %d/%d result true", n, wall * 1000, lo, hi, trues, n))
+      assert.is_true(wall >= n * 0.2 * 0.95, string.format("wall time %.3f s", wall))
+    end)
+  end)
+
+  it("never writes the token to nginx's error log", function()
+    local log = openresty.error_log(nginx)
+    assert.is_true(#log > 0)
+    assert.is_nil(log:find(TOKEN, 1, true))
+  end)
+end)
