@@ -94,8 +94,29 @@ static int protocol_error(lua_State *L, int top, const dt_response *r,
   return finish(L, top);
 }
 
+/* The usual answer, {"<result_field>":true} or {"<result_field>":false}
+** byte for byte: 1 or 0, else -1. Such a body maps to what the general path
+** below makes of it, `true, <boolean>`, without a decode (a pcall, a table
+** and its garbage on every call). */
+static int exact_result(const dt_response *r) {
+  size_t n = strlen(r->result_field);
+  const char *b = r->body;
+  if (r->len < n + 9 || b[0] != '{' || b[1] != '"' ||
+      memcmp(b + 2, r->result_field, n) != 0 || b[n + 2] != '"' || b[n + 3] != ':')
+    return -1;
+  b += n + 4;
+  if (r->len == n + 9 && memcmp(b, "true}", 5) == 0) return 1;
+  if (r->len == n + 10 && memcmp(b, "false}", 6) == 0) return 0;
+  return -1;
+}
+
 static int map_success(lua_State *L, int top, const dt_response *r) {
   int t;
+  if (r->result_field && (t = exact_result(r)) >= 0) {
+    lua_pushboolean(L, 1);
+    lua_pushboolean(L, t);
+    return finish(L, top);
+  }
   if (r->len == 0 || blank(r->body, r->len))
     return protocol_error(L, top, r, "protocol.empty", "empty response body");
   if (!decode(L, r->body, r->len))
