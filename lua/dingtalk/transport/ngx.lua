@@ -100,7 +100,7 @@ end
 local function left(st)
   local n = ngx
   n.update_time()
-  local ms = floor((st.deadline - n.now()) * 1000)
+  local ms = floor((st.deadline - n.now()) * 1000 + 0.5)
   if ms < 0 then return 0 end
   return ms
 end
