@@ -396,6 +396,53 @@ describe("OpenResty (lua-nginx-module)", function()
     end)
   end)
 
+  describe("examples/openresty", function()
+    local ex
+    setup(function()
+      ex = openresty.start_example{ endpoint = emu.tls_url_localhost, cafile = emu.cafile, token = TOKEN }
+    end)
+    teardown(function() if ex then openresty.stop(ex) end end)
+
+    it("clears a bot's entries over verified TLS", function()
+      local status, body = openresty.post(ex, "/bots/dingbot-ok/clear-plugins")
+      assert.are.equal(200, status)
+      assert.are.same({ cleared = true }, body)
+    end)
+
+    it("turns the error table into JSON and one log line", function()
+      local status, body = openresty.post(ex, "/bots/dingbot-stopped/clear-plugins")
+      assert.are.equal(422, status)
+      local e = body.error
+      assert.are.equal("api", e.kind)
+      assert.are.equal("invalidRequest.robotIsStop", e.code)
+      assert.are.equal(400, e.status)
+      assert.is_false(e.retryable)
+      assert.matches("^[%w%-]+$", e.request_id)
+      local log = openresty.error_log(ex)
+      assert.matches("clear_plugins dingbot%-stopped: dingtalk: invalidRequest%.robotIsStop %(HTTP 400%): "
+        .. "The bot has been disabled by the organization %[request [%w%-]+%]", log)
+    end)
+
+    it("passes Retry-After on for a throttled call", function()
+      local status, body, head = openresty.post(ex, "/bots/fault-429/clear-plugins")
+      assert.are.equal(503, status)
+      assert.are.equal("http.429", body.error.code)
+      assert.is_true(body.error.retryable)
+      assert.matches("\r\nRetry%-After: 1\r\n", head)
+    end)
+
+    it("keeps the token out of answers and logs", function()
+      local _, body = openresty.post(ex, "/bots/fault-echo-token/clear-plugins")
+      assert.are.equal("bad token [redacted]", body.error.message)
+      assert.is_nil(openresty.error_log(ex):find(TOKEN, 1, true))
+    end)
+
+    it("refuses GET", function()
+      local status = openresty.get(ex, "/bots/dingbot-ok/clear-plugins")
+      assert.are.equal(405, status)
+    end)
+  end)
+
   it("never writes the token to nginx's error log", function()
     local log = openresty.error_log(nginx)
     assert.is_true(#log > 0)

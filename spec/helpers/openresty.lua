@@ -272,30 +272,32 @@ local function free_port(socket)
   return tonumber(port)
 end
 
-function M.start(opts)
-  local socket = require "socket"
-  opts = opts or {}
+local function new_prefix()
   local o = { root = root() }
   o.prefix = capture("mktemp -d -t dingtalk-openresty.XXXXXX"):gsub("%s+$", "")
   assert(o.prefix ~= "", "mktemp failed")
   assert(run("mkdir -p " .. q(o.prefix .. "/conf") .. " " .. q(o.prefix .. "/logs")
     .. " " .. q(o.prefix .. "/temp") .. " && chmod 755 " .. q(o.prefix)))
-  local modules = os.getenv("DINGTALK_NGINX_MODULES_DIR") or "/usr/lib/nginx/modules"
+  return o
+end
+
+local function write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- Starts nginx in o.prefix with the conf make_conf(port) gives, on a free
+-- port (a few tries if another process takes it first). env: "K=V ..."
+-- for the nginx command line.
+local function boot(o, make_conf, env)
+  local socket = require "socket"
   local last
   for _ = 1, 5 do
     o.port = free_port(socket)
-    local vars = {
-      ROOT = o.root, PORT = o.port, CAFILE = opts.cafile, OTHER_CAFILE = opts.other_cafile,
-      INIT_ENDPOINT = opts.init_endpoint or "", TOKEN = opts.token or "",
-    }
-    local conf = "load_module " .. modules .. "/ndk_http_module.so;\n"
-      .. "load_module " .. modules .. "/ngx_http_lua_module.so;\n"
-      .. CONF:gsub("%${([%w_]+)}", function(k) return tostring(assert(vars[k], k)) end)
-    local f = assert(io.open(o.prefix .. "/conf/nginx.conf", "wb"))
-    f:write(conf)
-    f:close()
-    local started = run("nginx -p " .. q(o.prefix .. "/") .. " -c conf/nginx.conf -e logs/error.log"
-      .. " </dev/null >>" .. q(o.prefix .. "/logs/stdout.log") .. " 2>&1")
+    write_file(o.prefix .. "/conf/nginx.conf", make_conf(o.port))
+    local started = run((env or "") .. " nginx -p " .. q(o.prefix .. "/") .. " -c conf/nginx.conf"
+      .. " -e logs/error.log </dev/null >>" .. q(o.prefix .. "/logs/stdout.log") .. " 2>&1")
     if started then
       local deadline = socket.gettime() + 5
       repeat
@@ -312,11 +314,45 @@ function M.start(opts)
       until socket.gettime() > deadline
     end
     last = (read_file(o.prefix .. "/logs/error.log") or "") .. (read_file(o.prefix .. "/logs/stdout.log") or "")
+    o.pid = o.pid or tonumber((read_file(o.prefix .. "/logs/nginx.pid") or ""):match("%d+"))
     if o.pid then M.stop(o, true) end
     if not last:find("Address already in use", 1, true) then break end
   end
   run("rm -rf " .. q(o.prefix))
-  error("openresty helper: nginx did not start:\n" .. tostring(last), 2)
+  error("openresty helper: nginx did not start:\n" .. tostring(last), 3)
+end
+
+function M.start(opts)
+  opts = opts or {}
+  local o = new_prefix()
+  local modules = os.getenv("DINGTALK_NGINX_MODULES_DIR") or "/usr/lib/nginx/modules"
+  return boot(o, function(port)
+    local vars = {
+      ROOT = o.root, PORT = port, CAFILE = opts.cafile, OTHER_CAFILE = opts.other_cafile,
+      INIT_ENDPOINT = opts.init_endpoint or "", TOKEN = opts.token or "",
+    }
+    return "load_module " .. modules .. "/ndk_http_module.so;\n"
+      .. "load_module " .. modules .. "/ngx_http_lua_module.so;\n"
+      .. CONF:gsub("%${([%w_]+)}", function(k) return tostring(assert(vars[k], k)) end)
+  end)
+end
+
+-- examples/openresty/nginx.conf as it stands (only its port changed), in
+-- the layout its header describes: lua/, lib/ and handlers/ link into the
+-- repo, conf/dingtalk-ca.pem is opts.cafile. opts.endpoint and opts.token
+-- go in through the environment (DINGTALK_ENDPOINT, DINGTALK_TOKEN).
+function M.start_example(opts)
+  local o = new_prefix()
+  local conf = assert(read_file(o.root .. "/examples/openresty/nginx.conf"), "no example nginx.conf")
+  assert(run("ln -s " .. q(o.root .. "/lua") .. " " .. q(o.prefix .. "/lua")
+    .. " && ln -s " .. q(o.root .. "/build/luajit") .. " " .. q(o.prefix .. "/lib")
+    .. " && ln -s " .. q(o.root .. "/examples/openresty") .. " " .. q(o.prefix .. "/handlers")
+    .. " && cp " .. q(opts.cafile) .. " " .. q(o.prefix .. "/conf/dingtalk-ca.pem")))
+  return boot(o, function(port)
+    local out, n = conf:gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. port .. ";")
+    assert(n == 1, "the example's listen line changed")
+    return out
+  end, "DINGTALK_ENDPOINT=" .. q(opts.endpoint or "") .. " DINGTALK_TOKEN=" .. q(opts.token or ""))
 end
 
 -- Graceful stop of the master and its worker; kill -9 if that hangs.
@@ -363,13 +399,14 @@ end
 
 -- Raw HTTP/1.0-style exchange (Connection: close) with a plain TCP socket:
 -- send() and receive() apart, so a spec can have many in flight.
-function M.send(o, path, query, token)
+function M.send(o, path, query, token, method)
   local socket = require "socket"
   local c = assert(socket.tcp())
   c:settimeout(30)
   assert(c:connect("127.0.0.1", o.port))
-  assert(c:send("GET " .. M.target(path, query) .. " HTTP/1.0\r\nHost: 127.0.0.1\r\n"
-    .. (token and "x-test-token: " .. token .. "\r\n" or "") .. "\r\n"))
+  assert(c:send((method or "GET") .. " " .. M.target(path, query) .. " HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+    .. (token and "x-test-token: " .. token .. "\r\n" or "")
+    .. (method == "POST" and "Content-Length: 0\r\n" or "") .. "\r\n"))
   return c
 end
 
@@ -379,14 +416,19 @@ function M.receive(c)
   c:close()
   assert(raw, err)
   local status = tonumber(raw:match("^HTTP/1%.%d (%d%d%d)"))
-  local body = raw:match("\r\n\r\n(.*)$") or ""
-  local ok, t = pcall(cjson.decode, body)
-  return status, ok and t or body
+  local head, body = raw:match("^(.-\r\n)\r\n(.*)$")
+  local ok, t = pcall(cjson.decode, body or "")
+  return status, ok and t or body, head
 end
 
 -- GET path?query -> status, decoded JSON (or the raw body)
 function M.get(o, path, query, token)
   return M.receive(M.send(o, path, query, token))
+end
+
+-- POST path (empty body) -> status, decoded JSON (or the raw body), raw head
+function M.post(o, path)
+  return M.receive(M.send(o, path, nil, nil, "POST"))
 end
 
 return M
