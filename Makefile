@@ -20,7 +20,7 @@ lua_cflags  = $(shell pkg-config --cflags $(1) 2>/dev/null)
 .PHONY: help deps build build-all test test-one lint demo rock rock-all install clean
 
 help:          ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/' | expand -t 16
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "%-18s %s\n", $$1, $$2 }'
 
 deps:          ## install the Debian packages the build, tests and demo need
 	@tools/deps
