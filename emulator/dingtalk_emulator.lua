@@ -386,6 +386,76 @@ faults["fault-echo-token"] = function(_, token)
     return send_error(400, "param.illegal", "bad token " .. token)
 end
 
+-- A kept-alive connection the server ends after a complete answer: once
+-- announced (Connection: close), once silently (as an idle timeout would).
+local OK_HEAD = status_line(200, "OK") .. "Content-Type: " .. JSON_TYPE .. "\r\n"
+    .. "Content-Length: 15\r\n"
+
+faults["dingbot-ok-close"] = function()
+    return send_raw_and_close(OK_HEAD .. "Connection: close\r\n"
+        .. "x-acs-request-id: " .. request_id() .. "\r\n\r\n" .. '{"result":true}')
+end
+
+faults["dingbot-ok-drop"] = function()
+    return send_raw_and_close(OK_HEAD .. "x-acs-request-id: " .. request_id()
+        .. "\r\n\r\n" .. '{"result":true}')
+end
+
+-- Flaky operations, for retries: robotCode (or appKey) "flaky-KIND-N-TAG"
+-- fails the first N requests of that route and code with KIND, then
+-- succeeds. Use a fresh TAG per test: the counts live until nginx stops.
+local FLAKY = {
+    ["500"] = function() return send_error(500, "system.error", "System error") end,
+    ["502"] = function() return send(502, HTML_TYPE, BAD_GATEWAY_HTML) end,
+    ["429"] = function() return send(429, HTML_TYPE, THROTTLED_HTML, { ["Retry-After"] = "2" }) end,
+    ["throttle"] = function() return send(429, HTML_TYPE, THROTTLED_HTML) end,
+    ["qps"] = function()
+        return send_error(403, "Forbidden.AccessDenied.QpsLimitForApi", "调用该接口超过了QPS限流，请降低调用频率")
+    end,
+    ["drop"] = function() return send_raw_and_close("") end,
+    ["slow"] = function()
+        ngx.sleep(1)
+        return send(200, JSON_TYPE, '{"result":true}')
+    end,
+    ["400"] = function() return param_illegal() end,
+}
+
+-- Returns true when it answered (a failure); false: go on and succeed.
+local function flaky(code)
+    local kind, n = str_match(code or "", "^flaky%-(%w+)%-(%d+)%-")
+    if not kind or not FLAKY[kind] then return nil end
+    local seen = ngx.shared[META_DICT]:incr("flaky:" .. ngx.var.uri .. ":" .. code, 1, 0)
+    if seen <= tonumber(n) then
+        FLAKY[kind]()
+        return true
+    end
+    return false
+end
+
+-- Quick entries per bot for query/set: "dingbot-ok" always has the default
+-- two; "dingbot-plugins-*" bots keep what set stored (clear empties them).
+local DEFAULT_PLUGINS = '[{"name":"Help","icon":"@lALPDfJ6help","pcUrl":"https://example.com/help",'
+    .. '"mobileUrl":"https://example.com/m/help"},{"name":"Orders","icon":"@lALPDfJ6orders",'
+    .. '"pcUrl":"https://example.com/orders","mobileUrl":"https://example.com/m/orders"}]'
+
+local function plugin_bot(code)
+    return code == "dingbot-ok" or str_find(code, "^dingbot%-plugins") ~= nil
+end
+
+-- The error answers that clear has, for query and set too.
+local function shared_fault(code)
+    if code == "dingbot-other-app" or code == "dingbot-stopped"
+        or str_sub(code, 1, 6) == "fault-" then
+        return faults[code]
+    end
+    return nil
+end
+
+local function not_exist()
+    return send_error(400, "invalidRequest.robotNotExist",
+        "The bot does not exist. Verify and add it again")
+end
+
 local function clear_plugins(args, token)
     local code = args.robotCode
     local fault = faults[code]
@@ -395,17 +465,90 @@ local function clear_plugins(args, token)
         ngx.sleep(math_min(tonumber(ms), 120000) / 1000)
         return send(200, JSON_TYPE, '{"result":true}')
     end
-    return send_error(400, "invalidRequest.robotNotExist",
-        "The bot does not exist. Verify and add it again")
+    local failed = flaky(code)
+    if failed then return end
+    if failed == false then return send(200, JSON_TYPE, '{"result":true}') end
+    if plugin_bot(code) then
+        ngx.shared[META_DICT]:set("plugins:" .. code, "[]")
+        return send(200, JSON_TYPE, '{"result":true}')
+    end
+    return not_exist()
+end
+
+local function query_plugins(args, token)
+    local code = args.robotCode
+    local fault = shared_fault(code)
+    if fault then return fault(args, token) end
+    local failed = flaky(code)
+    if failed then return end
+    if failed == false or plugin_bot(code) then
+        local stored = code ~= "dingbot-ok" and ngx.shared[META_DICT]:get("plugins:" .. code)
+        return send(200, JSON_TYPE, '{"pluginInfoList":' .. (stored or DEFAULT_PLUGINS) .. "}")
+    end
+    if code == "dingbot-plugin-nulls" then
+        return send(200, JSON_TYPE, '{"pluginInfoList":[{"name":"N","icon":"i","pcUrl":null}]}')
+    end
+    return not_exist()
+end
+
+local PLUGIN_FIELDS = { name = true, icon = true, pcUrl = false, mobileUrl = false }
+
+local function set_plugins(args, token)
+    local list = args.pluginInfoList
+    if #list == 0 then return param_illegal() end
+    for k, e in pairs(list) do
+        if type(k) ~= "number" or type(e) ~= "table" then return param_illegal() end
+        for f, v in pairs(e) do
+            if PLUGIN_FIELDS[f] == nil or type(v) ~= "string" then return param_illegal() end
+        end
+        for f, required in pairs(PLUGIN_FIELDS) do
+            if required and (e[f] == nil or e[f] == "") then return param_illegal() end
+        end
+    end
+    local code = args.robotCode
+    local fault = shared_fault(code)
+    if fault then return fault(args, token) end
+    local failed = flaky(code)
+    if failed then return end
+    if failed == false or plugin_bot(code) then
+        if code ~= "dingbot-ok" then
+            ngx.shared[META_DICT]:set("plugins:" .. code, cjson.encode(list))
+        end
+        return send(200, JSON_TYPE, '{"result":true}')
+    end
+    return not_exist()
+end
+
+-- POST /v1.0/oauth2/accessToken. Magic app keys:
+--   bad-* (or a secret bad-*): invalidClientIdOrSecret;  app-echo-secret: the
+--   same, with the secret in the message;  app-expire-N: expireIn N;
+--   app-expire-none: no expireIn;  app-no-token: no accessToken;
+--   app-revoke-first: the first token issued is refused by every API;
+--   app-always-invalid: every token is refused;  flaky-KIND-N-TAG: as above.
+-- Tokens are "at-<appKey>-<n>" (n counts the tokens issued for that key).
+local function access_token(args)
+    local key, secret = args.appKey, args.appSecret
+    if str_sub(key, 1, 4) == "bad-" or str_sub(secret, 1, 4) == "bad-" then
+        return send_error(400, "invalidClientIdOrSecret", "无效的clientId或者clientSecret")
+    end
+    if key == "app-echo-secret" then
+        return send_error(400, "invalidClientIdOrSecret", "no app matches appSecret " .. secret)
+    end
+    if flaky(key) then return end
+    if key == "app-no-token" then return send(200, JSON_TYPE, '{"expireIn":7200}') end
+    local n = ngx.shared[META_DICT]:incr("tokens:" .. key, 1, 0)
+    local tok = "at-" .. key .. "-" .. n
+    if key == "app-always-invalid" or (key == "app-revoke-first" and n == 1) then
+        tok = "invalid-" .. tok
+    end
+    local ttl = 7200
+    local given = str_match(key, "^app%-expire%-(%w+)$")
+    if given == "none" then ttl = nil elseif given then ttl = tonumber(given) end
+    return send_json(200, { accessToken = tok, expireIn = ttl })
 end
 
 -------------------------------------------------------------------------------
 -- routes: path -> { method, auth (needs the token header), body schema, handler }
---
--- Planned, not implemented yet:
---   POST /v1.0/oauth2/accessToken   (no token header; body appKey, appSecret)
---   POST /v1.0/robot/plugins/query  (body robotCode)
---   POST /v1.0/robot/plugins/set    (body robotCode, pluginInfoList)
 
 local routes = {
     ["/v1.0/robot/plugins/clear"] = {
@@ -413,6 +556,24 @@ local routes = {
         auth = true,
         body = { robotCode = "string" },
         handler = clear_plugins,
+    },
+    ["/v1.0/robot/plugins/query"] = {
+        method = "POST",
+        auth = true,
+        body = { robotCode = "string" },
+        handler = query_plugins,
+    },
+    ["/v1.0/robot/plugins/set"] = {
+        method = "POST",
+        auth = true,
+        body = { robotCode = "string", pluginInfoList = "table" },
+        handler = set_plugins,
+    },
+    ["/v1.0/oauth2/accessToken"] = {
+        method = "POST",
+        auth = false,
+        body = { appKey = "string", appSecret = "string" },
+        handler = access_token,
     },
 }
 _M.routes = routes
