@@ -23,7 +23,7 @@ describe("hostile servers", function()
 
   it("no call outlives its timeout by more than a small margin", function()
     local timeout = 300
-    local c = dingtalk.new{ endpoint = emu.url, timeout = timeout }
+    local c = dingtalk.new{ endpoint = emu.url, timeout = timeout, retries = 0 }  -- one attempt
     for _, code in ipairs{ "fault-slow-2000", "fault-trickle", "fault-endless" } do
       local ok, err, elapsed = timed(c, code)
       assert.is_false(ok)
@@ -42,7 +42,8 @@ describe("hostile servers", function()
   it("a server that accepts but never answers hits the timeout", function()
     local server = assert(socket.bind("127.0.0.1", 0))
     local _, port = server:getsockname()
-    local c = dingtalk.new{ endpoint = "http://127.0.0.1:" .. port, timeout = 250, connect_timeout = 100 }
+    local c = dingtalk.new{ endpoint = "http://127.0.0.1:" .. port, timeout = 250, connect_timeout = 100,
+                            retries = 0 }
     local ok, err, elapsed = timed(c, "dingbot-ok")
     server:close()
     assert.is_false(ok)

@@ -8,6 +8,8 @@ local ngx_transport = require "dingtalk.transport.ngx"
 local io_open = io.open
 local error = error
 local setmetatable = setmetatable
+local pairs = pairs
+local pcall = pcall
 local tonumber = tonumber
 local type = type
 local str_find = string.find
@@ -15,6 +17,10 @@ local str_match = string.match
 local str_lower = string.lower
 local str_sub = string.sub
 local fail = check.fail
+local retry = require "dingtalk.retry"
+local tokens = require "dingtalk.token"
+local cjson = require "cjson"
+local json = cjson.new()
 
 local _M = { _VERSION = core._VERSION }
 
@@ -103,11 +109,44 @@ local function text(opts, name)
 end
 
 
+-- Retries (see dingtalk.retry), app credentials (dingtalk.token) and the
+-- on_request hook: on_request(ev) gets, after every attempt, a table with
+-- method, path, attempt, duration (ms), ok, status, request_id, code, kind
+-- and retry_in (s, when another attempt follows). Never the token or secret.
+for k in pairs(retry.OPTIONS) do OPTIONS[k] = true end
+OPTIONS.app_key = true
+OPTIONS.app_secret = true
+OPTIONS.on_request = true
+
+_M.MAX_APP_KEY = 256
+_M.MAX_APP_SECRET = 1024
+
+
+-- app_key and app_secret: both or neither; the secret's value never goes
+-- into a message.
+local function credentials(opts)
+  local key, secret = opts.app_key, opts.app_secret
+  if key == nil and secret == nil then return nil end
+  if key == nil or secret == nil then
+    local missing = key == nil and "app_key" or "app_secret"
+    fail("argument.missing", missing, "app_key and app_secret go together: " .. missing .. " is missing")
+  end
+  check.string(opts, "app_key", _M.MAX_APP_KEY)
+  check.string(opts, "app_secret", _M.MAX_APP_SECRET)
+  return key
+end
+
+
 -- Checks every option (all before any connection is made) and returns the
 -- normalised set.
 function _M.options(opts)
   if opts == nil then opts = {} end
   check.args(opts, OPTIONS, "dingtalk.new")
+  local policy = retry.options(opts)
+  local app_key = credentials(opts)
+  if opts.on_request ~= nil and type(opts.on_request) ~= "function" then
+    fail("argument.option", "on_request", "on_request must be a function")
+  end
   if opts.insecure_http ~= nil and type(opts.insecure_http) ~= "boolean" then
     fail("argument.option", "insecure_http", "insecure_http must be a boolean")
   end
@@ -118,6 +157,7 @@ function _M.options(opts)
     cafile = text(opts, "cafile"),
     proxy = text(opts, "proxy"),
     user_agent = text(opts, "user_agent") or default_user_agent,
+    retry = policy, app_key = app_key,
   }
   local max_body = opts.max_body
   if max_body ~= nil and (type(max_body) ~= "number" or max_body % 1 ~= 0
@@ -168,6 +208,58 @@ function mt:close()
 end
 
 
+-- request(path, body, result_field, ropts) -> true, result | nil, error
+-- One call with retries and managed tokens, over post (dingtalk.retry).
+function mt:request(path, body, result_field, ropts)
+  return retry.request(self, path, body, result_field, ropts)
+end
+
+
+-- true when calls may omit the token (the client has app credentials).
+function mt:has_credentials()
+  return self._tokens ~= nil
+end
+
+
+local CALL_OPTS = { token = true, retries = true }
+
+-- call(method, path, body, opts) -> the decoded JSON object; raises an
+-- error table. Any /vN.N/ operation with the same headers, retries and
+-- error mapping. method: "POST" only for now (the C core sends POST).
+-- body: a table (encoded as a JSON object) or a JSON string; nil is {}.
+-- opts: token (else the client's app credentials), retries (0 for an
+-- operation that must not run twice).
+function mt:call(method, path, body, opts)
+  if method ~= "POST" then
+    fail("argument.method", "method", "call supports POST only")
+  end
+  if type(path) ~= "string" or not str_find(path, "^/v%d+%.%d+/[%w%-%._~/]+$")
+      or str_find(path, "..", 1, true) then
+    fail("argument.path", "path", "path must look like /v1.0/robot/... (no query, no spaces)")
+  end
+  if body == nil then
+    body = "{}"
+  elseif type(body) == "table" then
+    local ok, s = pcall(json.encode, body)
+    if not ok then fail("argument.body", "body", "body cannot be encoded as JSON") end
+    body = s
+  elseif type(body) ~= "string" then
+    fail("argument.type", "body", "body must be a table, a JSON string or nil")
+  end
+  opts = opts or {}
+  check.args(opts, CALL_OPTS, "call")
+  local tok = opts.token
+  if tok ~= nil or not self._tokens then tok = check.string(opts, "token", robot.MAX_TOKEN) end
+  local r = opts.retries
+  if r ~= nil and (type(r) ~= "number" or r < 0 or r > 100 or r % 1 ~= 0) then
+    fail("argument.option", "retries", "retries must be a whole number from 0 to 100")
+  end
+  local ok, res = self:request(path, body, nil, { token = tok, retries = r })
+  if not ok then error(res, 0) end
+  return res
+end
+
+
 function mt:__tostring()
   return "dingtalk client " .. self.endpoint
 end
@@ -178,6 +270,9 @@ function _M.new(opts)
   local c, err = core.new_client(o)
   if not c then error(err, 0) end
   local self = setmetatable({ endpoint = o.endpoint, options = o, _core = c }, mt)
+  self._retry = o.retry
+  self._on_request = opts and opts.on_request
+  if o.app_key then self._tokens = tokens.new(self, o.app_key, opts.app_secret, o.retry) end
   self.robot = robot.bind(self)
   return self
 end

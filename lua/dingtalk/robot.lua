@@ -1,9 +1,14 @@
 -- Robot operations: argument checks, the request body, and the call
 -- through a client. One function per platform operation.
 local check = require "dingtalk.check"
+local core = require "dingtalk.core"
 local cjson = require "cjson"
 
 local error = error
+local ipairs = ipairs
+local next = next
+local pairs = pairs
+local pcall = pcall
 local type = type
 
 -- A private instance: the caller's cjson settings never change our bodies.
@@ -16,7 +21,38 @@ local _M = {}
 _M.MAX_ROBOT_CODE = 256
 _M.MAX_TOKEN = 1024
 
+-- quick entries: at most this many per set_plugins call, and field sizes
+_M.MAX_PLUGINS = 100
+_M.MAX_PLUGIN_NAME = 256
+_M.MAX_PLUGIN_URL = 4096
+
 local CLEAR_ARGS = { robotCode = true, token = true }
+local SET_ARGS = { robotCode = true, token = true, pluginInfoList = true }
+local ENTRY_KEYS = { name = true, icon = true, pcUrl = true, mobileUrl = true }
+
+
+-- The token argument: required, unless the client gets tokens itself from
+-- app credentials (then an explicit one still wins).
+local function token_arg(client, args)
+  if args.token == nil and client.has_credentials and client:has_credentials() then
+    return nil
+  end
+  return check.string(args, "token", _M.MAX_TOKEN)
+end
+
+
+-- One call through the client's request layer (retries, managed tokens,
+-- the on_request hook); raises the error table on failure.
+local function request(client, path, token, body, result_field)
+  local ok, res
+  if client.request then
+    ok, res = client:request(path, body, result_field, { token = token })
+  else   -- a bare transport (tests, other hosts): one attempt
+    ok, res = client:post(path, token, body, result_field)
+  end
+  if not ok then error(res, 0) end
+  return res
+end
 
 -- The body for the last robot code: callers clear the same bot again and
 -- again, and encoding it anew cost as much as all the other Lua work of a
@@ -29,13 +65,114 @@ local last_code, last_body
 function _M.clear_plugins(client, args)
   check.args(args, CLEAR_ARGS, "clear_plugins")
   local code = check.string(args, "robotCode", _M.MAX_ROBOT_CODE)
-  local token = check.string(args, "token", _M.MAX_TOKEN)
+  local token = token_arg(client, args)
   if code ~= last_code then
     last_body, last_code = json.encode{ robotCode = code }, code
   end
-  local ok, res = client:post("/v1.0/robot/plugins/clear", token, last_body, "result")
-  if not ok then error(res, 0) end
-  return res
+  return request(client, "/v1.0/robot/plugins/clear", token, last_body, "result")
+end
+
+
+
+local function protocol(code, message)
+  return core.error{ kind = "protocol", code = code, message = message,
+                     status = 200, retryable = false }
+end
+
+
+-- query_plugins{ robotCode =, token = } -> { {name=, icon=, pcUrl=, mobileUrl=}, ... }
+-- POST /v1.0/robot/plugins/query. JSON nulls become absent fields.
+function _M.query_plugins(client, args)
+  check.args(args, CLEAR_ARGS, "query_plugins")
+  local code = check.string(args, "robotCode", _M.MAX_ROBOT_CODE)
+  local token = token_arg(client, args)
+  local res = request(client, "/v1.0/robot/plugins/query", token,
+                      json.encode{ robotCode = code }, nil)
+  local list = res.pluginInfoList
+  if list == nil or list == cjson.null then
+    error(protocol("protocol.no_result", "response has no pluginInfoList"), 0)
+  end
+  if type(list) ~= "table" or (next(list) ~= nil and list[1] == nil) then
+    error(protocol("protocol.bad_result", "pluginInfoList is not an array"), 0)
+  end
+  local out = {}
+  for i = 1, #list do
+    local e = list[i]
+    if type(e) ~= "table" then
+      error(protocol("protocol.bad_result", "pluginInfoList holds a non-object entry"), 0)
+    end
+    local entry = {}
+    for k, v in pairs(e) do
+      if v ~= cjson.null then entry[k] = v end
+    end
+    out[i] = entry
+  end
+  return out
+end
+
+
+-- The entries of set_plugins, checked before any byte is sent. Field
+-- names in errors say which entry: pluginInfoList[2].icon.
+local function check_entries(list)
+  if list == nil then
+    check.fail("argument.missing", "pluginInfoList", "pluginInfoList is required")
+  end
+  if type(list) ~= "table" then
+    check.fail("argument.type", "pluginInfoList", "pluginInfoList must be an array of tables")
+  end
+  local n = #list
+  for k in pairs(list) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+      check.fail("argument.type", "pluginInfoList", "pluginInfoList must be an array (keys 1..n)")
+    end
+  end
+  if n == 0 then
+    check.fail("argument.empty", "pluginInfoList",
+               "pluginInfoList must not be empty (clear_plugins removes every entry)")
+  end
+  if n > _M.MAX_PLUGINS then
+    check.fail("argument.too_long", "pluginInfoList",
+               "pluginInfoList takes at most " .. _M.MAX_PLUGINS .. " entries")
+  end
+  local out = {}
+  for i = 1, n do
+    local e = list[i]
+    local where = "pluginInfoList[" .. i .. "]"
+    if type(e) ~= "table" then
+      check.fail("argument.type", where, where .. " must be a table")
+    end
+    local ok, err = pcall(function()
+      check.args(e, ENTRY_KEYS, where)
+      local entry = {
+        name = check.string(e, "name", _M.MAX_PLUGIN_NAME),
+        icon = check.string(e, "icon", _M.MAX_PLUGIN_URL),
+      }
+      if e.pcUrl ~= nil then entry.pcUrl = check.string(e, "pcUrl", _M.MAX_PLUGIN_URL) end
+      if e.mobileUrl ~= nil then entry.mobileUrl = check.string(e, "mobileUrl", _M.MAX_PLUGIN_URL) end
+      out[i] = entry
+    end)
+    if not ok then
+      if type(err) == "table" and type(err.field) == "string" and err.code ~= "argument.unknown_key" then
+        err.field = where .. "." .. err.field
+        err.message = where .. "." .. err.message
+      end
+      error(err, 0)
+    end
+  end
+  return out
+end
+
+
+-- set_plugins{ robotCode =, token =, pluginInfoList = { {name=, icon=, pcUrl=, mobileUrl=}, ... } }
+--   -> true | false
+-- POST /v1.0/robot/plugins/set; name and icon are required strings.
+function _M.set_plugins(client, args)
+  check.args(args, SET_ARGS, "set_plugins")
+  local code = check.string(args, "robotCode", _M.MAX_ROBOT_CODE)
+  local token = token_arg(client, args)
+  local list = check_entries(args.pluginInfoList)
+  return request(client, "/v1.0/robot/plugins/set", token,
+                 json.encode{ robotCode = code, pluginInfoList = list }, "result")
 end
 
 
@@ -43,9 +180,12 @@ end
 -- client.robot.clear_plugins{...} and client.robot:clear_plugins{...} work.
 function _M.bind(client)
   local bound = {}
-  bound.clear_plugins = function(a, b)
-    if a == bound and type(b) == "table" then a = b end
-    return _M.clear_plugins(client, a)
+  for _, name in ipairs{ "clear_plugins", "query_plugins", "set_plugins" } do
+    local op = _M[name]
+    bound[name] = function(a, b)
+      if a == bound and type(b) == "table" then a = b end
+      return op(client, a)
+    end
   end
   return bound
 end

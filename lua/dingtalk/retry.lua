@@ -1,0 +1,209 @@
+-- Retry policy: which failures are tried again, how long to wait (capped
+-- exponential backoff with full jitter, at least the server's Retry-After),
+-- and the clock the waits use. The loop itself is client:request.
+--
+-- Waiting: inside nginx, where cosockets work, ngx.sleep yields to the
+-- event loop; everywhere else core.sleep blocks the calling thread (plain
+-- Lua has no sleep, and the module does not depend on LuaSocket). The
+-- clock is injectable (options sleep/now/random) so specs can check the
+-- arithmetic without waiting.
+local core = require "dingtalk.core"
+local check = require "dingtalk.check"
+
+local math_min = math.min
+local math_max = math.max
+local math_random = math.random
+local pcall = pcall
+local type = type
+local str_find = string.find
+local str_lower = string.lower
+local fail = check.fail
+
+local _M = {}
+
+-- Defaults (documented in the README).
+_M.DEFAULT_RETRIES = 3            -- retries after the first attempt: 4 attempts at most
+_M.DEFAULT_BASE_DELAY = 200       -- ms, the backoff before the first retry (upper bound)
+_M.DEFAULT_MAX_DELAY = 5000       -- ms, cap of one backoff wait (a Retry-After may ask more)
+_M.DEFAULT_DEADLINE = 30000       -- ms from the first attempt: no retry starts after it
+
+_M.OPTIONS = {
+  retries = true, retry_base_delay = true, retry_max_delay = true, retry_deadline = true,
+  sleep = true, now = true, random = true,
+}
+
+-- lua-nginx-module phases where ngx.sleep may yield.
+local YIELDING_PHASES = {
+  rewrite = true, server_rewrite = true, access = true, content = true,
+  timer = true, ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+
+local function in_cosocket_phase()
+  local n = ngx   -- luacheck: ignore 113 (looked up per call: absent outside nginx)
+  return type(n) == "table" and type(n.get_phase) == "function"
+      and YIELDING_PHASES[n.get_phase()] == true, n
+end
+
+function _M.default_sleep(seconds)
+  local yes, n = in_cosocket_phase()
+  if yes then return n.sleep(seconds) end
+  return core.sleep(seconds)
+end
+
+function _M.default_now()
+  local yes, n = in_cosocket_phase()
+  if yes then
+    n.update_time()
+    return n.now()
+  end
+  return core.now()
+end
+
+-- true when default_sleep lets other coroutines run while it waits.
+function _M.default_sleep_yields()
+  return (in_cosocket_phase())
+end
+
+
+local function whole(opts, name, lo, hi, default)
+  local v = opts[name]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v < lo or v > hi or v % 1 ~= 0 then
+    fail("argument.option", name, name .. " must be a whole number from " .. lo .. " to " .. hi)
+  end
+  return v
+end
+
+local function func(opts, name)
+  local v = opts[name]
+  if v ~= nil and type(v) ~= "function" then
+    fail("argument.option", name, name .. " must be a function")
+  end
+  return v
+end
+
+-- Checks the retry options of dingtalk.new and returns the policy.
+function _M.options(opts)
+  local p = {
+    retries = whole(opts, "retries", 0, 100, _M.DEFAULT_RETRIES),
+    base = whole(opts, "retry_base_delay", 0, 3600000, _M.DEFAULT_BASE_DELAY),
+    cap = whole(opts, "retry_max_delay", 0, 3600000, _M.DEFAULT_MAX_DELAY),
+    deadline = whole(opts, "retry_deadline", 0, 86400000, _M.DEFAULT_DEADLINE),
+    sleep = func(opts, "sleep") or _M.default_sleep,
+    now = func(opts, "now") or _M.default_now,
+    random = func(opts, "random") or math_random,
+  }
+  p.sleep_yields = opts.sleep ~= nil or nil   -- nil: ask default_sleep_yields per call
+  return p
+end
+
+
+-- Failures worth another attempt: what the core marks retryable (5xx, 429,
+-- Forbidden.AccessDenied.Qps*, timeouts, refused or dropped connections).
+-- Argument and protocol errors never are.
+function _M.retryable(err)
+  return type(err) == "table" and err.retryable == true
+     and err.kind ~= "argument" and err.kind ~= "protocol"
+end
+
+
+-- Seconds to wait after `failed` failed attempts (1 = after the first):
+-- uniform in [0, min(cap, base * 2^(failed-1))], and never less than the
+-- server's Retry-After.
+function _M.delay(p, failed, err)
+  local ceiling = math_min(p.cap, p.base * 2 ^ (failed - 1))
+  local r = p.random()
+  if type(r) ~= "number" or r < 0 or r > 1 then r = 1 end
+  local ms = ceiling * r
+  local ra = type(err) == "table" and err.retry_after
+  if type(ra) == "number" and ra >= 0 then ms = math_max(ms, ra * 1000) end
+  return ms / 1000
+end
+
+
+-- The platform refused the access token itself (invalid or expired): a
+-- fresh one may help. A permission error (AccessTokenPermissionDenied)
+-- is not this: a new token has the same scopes.
+local TOKEN_CODES = { InvalidAuthentication = true, InvalidAccessToken = true,
+                      AccessTokenExpired = true, ["40014"] = true, ["42001"] = true }
+
+function _M.token_rejected(err)
+  if type(err) ~= "table" then return false end
+  if err.kind == "http" then return err.status == 401 end
+  if err.kind ~= "api" or type(err.code) ~= "string" then return false end
+  if TOKEN_CODES[err.code] then return true end
+  local c = str_lower(err.code)
+  return str_find(c, "token", 1, true) ~= nil and str_find(c, "permission", 1, true) == nil
+     and (str_find(c, "expire", 1, true) ~= nil or str_find(c, "invalid", 1, true) ~= nil)
+end
+
+
+local function hook(client, ev)
+  local f = client._on_request
+  if f then pcall(f, ev) end    -- a failing hook never fails the call
+end
+
+
+-- client:request(path, body, result_field, ropts) -> true, result | nil, err
+-- One logical call: attempts over client:post (the transport seam) with
+-- retries, the token from the client's app credentials when none is given
+-- (refreshed once, and the call repeated once, if the platform refuses
+-- it), the on_request hook after every attempt, and `attempts` on the
+-- final error. ropts: token (explicit), auth = false (no token at all:
+-- the token call), retries (this call's own count).
+function _M.request(client, path, body, result_field, ropts)
+  ropts = ropts or {}
+  local p = client._retry
+  local tokens = client._tokens
+  local managed = ropts.auth ~= false and ropts.token == nil and tokens ~= nil
+  local token = ropts.token
+  local max_attempts = (ropts.retries or p.retries) + 1
+  local deadline = p.now() + p.deadline / 1000
+  local attempt, failed, refreshed = 0, 0, false
+  while true do
+    if managed then
+      local err
+      token, err = tokens.get()
+      if not token then return nil, err end
+    end
+    attempt = attempt + 1
+    local seq0 = client._core.last and client._core:last()
+    local t0 = p.now()
+    local ok, res = client:post(path, token, body, result_field)
+    local duration = (p.now() - t0) * 1000
+    local ev = { method = "POST", path = path, attempt = attempt, duration = duration, ok = ok == true }
+    if ok then
+      if seq0 then
+        local seq, status, rid = client._core:last()
+        if seq ~= seq0 then ev.status, ev.request_id = status, rid end
+      end
+      ev.status = ev.status or 200
+      hook(client, ev)
+      return true, res
+    end
+    if tokens then tokens.redact(res) end
+    ev.status, ev.request_id, ev.code, ev.kind = res.status, res.request_id, res.code, res.kind
+    local again, wait = false, 0
+    if managed and not refreshed and _M.token_rejected(res) then
+      -- one refresh and one repeat, on top of the retry budget
+      refreshed = true
+      tokens.invalidate(token)
+      max_attempts = max_attempts + 1
+      again = true
+    elseif _M.retryable(res) and attempt < max_attempts then
+      failed = failed + 1
+      wait = _M.delay(p, failed, res)
+      again = p.now() + wait <= deadline
+    end
+    if again then ev.retry_in = wait end
+    hook(client, ev)
+    if not again then
+      if type(res) == "table" then res.attempts = attempt end
+      return nil, res
+    end
+    if wait > 0 then p.sleep(wait) end
+  end
+end
+
+
+return _M
