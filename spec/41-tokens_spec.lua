@@ -217,6 +217,8 @@ describe("tokens from app credentials", function()
   end)
 
   it("makes one fetch at a time: a second caller waits for the first", function()
+    -- the waiting happens in coroutines (nginx); PUC Lua 5.1 cannot yield across pcall
+    if _VERSION == "Lua 5.1" and not rawget(_G, "jit") then return pending("needs a yieldable pcall") end
     local k = key()
     local clock = fake_clock()
     -- sleep yields, as ngx.sleep does inside nginx
