@@ -1,0 +1,372 @@
+-- The `dingtalk` command: robot quick entries from ops tooling.
+--
+--   dingtalk robot clear-plugins --robot-code CODE [--robot-code CODE ...] | --from FILE
+--   dingtalk robot query-plugins --robot-code CODE
+--   dingtalk robot set-plugins --robot-code CODE --file entries.json
+--
+-- All the logic is here (bin/dingtalk only calls main), so specs can run it
+-- in-process as well as as a process. main(argv, sys) returns the exit
+-- code: 0 done, 1 the platform refused, 2 usage, 3 transport failure.
+-- Neither the token nor the app secret is ever written anywhere: errors
+-- come redacted from the library, and no message quotes an option value
+-- other than robot codes and file names.
+local cjson = require "cjson"
+
+local concat = table.concat
+local sort = table.sort
+local error = error
+local getmetatable = getmetatable
+local ipairs = ipairs
+local pairs = pairs
+local pcall = pcall
+local setmetatable = setmetatable
+local tonumber = tonumber
+local tostring = tostring
+local type = type
+local str_format = string.format
+local str_gsub = string.gsub
+local str_match = string.match
+local str_sub = string.sub
+
+local json = cjson.new()
+
+local _M = {}
+
+_M.EXIT_OK, _M.EXIT_REFUSED, _M.EXIT_USAGE, _M.EXIT_TRANSPORT = 0, 1, 2, 3
+
+local HELP = {
+  main = [[
+Usage: dingtalk robot COMMAND [options]
+
+Commands:
+  robot clear-plugins   remove every quick entry of single-chat bots
+  robot query-plugins   list a bot's quick entries
+  robot set-plugins     replace a bot's quick entries from a JSON file
+
+Access token, first found wins:
+  --token TOKEN                      (visible to other users in ps: prefer the environment)
+  DINGTALK_ACCESS_TOKEN
+  DINGTALK_APP_KEY + DINGTALK_APP_SECRET   (the command fetches a token itself)
+
+Options for every command:
+  --endpoint URL     API host (or DINGTALK_ENDPOINT; default https://api.dingtalk.io)
+  --cafile FILE      CA bundle for TLS (or DINGTALK_CAFILE)
+  --timeout MS       per attempt (default 10000)
+  --retries N        retries of retryable failures (default 3; 0 turns them off)
+  --json             one JSON document on stdout, for scripts
+  --verbose          one line per HTTP attempt on stderr
+  -h, --help         this text; `dingtalk robot COMMAND --help` for a command
+
+Exit codes: 0 done, 1 the platform refused, 2 usage, 3 transport failure.
+]],
+  ["clear-plugins"] = [[
+Usage: dingtalk robot clear-plugins --robot-code CODE [--robot-code CODE ...] [CODE ...]
+       dingtalk robot clear-plugins --from FILE      (one code a line; '-' is stdin; # comments)
+
+Removes every quick entry of each bot (POST /v1.0/robot/plugins/clear) and
+reports each code: "CODE: cleared", or the error on stderr.
+Retryable failures are retried. Exit code: the worst outcome over all codes.
+]],
+  ["query-plugins"] = [[
+Usage: dingtalk robot query-plugins --robot-code CODE [--robot-code CODE ...]
+
+Lists each bot's quick entries (POST /v1.0/robot/plugins/query): name, icon,
+pcUrl and mobileUrl, one entry a line, tab-separated after the code line.
+]],
+  ["set-plugins"] = [[
+Usage: dingtalk robot set-plugins --robot-code CODE --file entries.json
+
+Replaces the bot's quick entries (POST /v1.0/robot/plugins/set). The file
+holds a JSON array of {"name", "icon", "pcUrl", "mobileUrl"} objects (name
+and icon required), or an object with such an array in "pluginInfoList";
+'-' reads stdin.
+]],
+}
+HELP.robot = HELP.main
+
+local VALUE_OPTS = { token = true, endpoint = true, ["robot-code"] = true, from = true,
+                     file = true, timeout = true, retries = true, cafile = true }
+local FLAG_OPTS = { json = true, verbose = true, help = true }
+
+
+-- A usage error: raised inside main, caught there.
+local function usage(message)
+  error({ usage = message }, 0)
+end
+
+
+local function parse(argv)
+  local words, opts = {}, { ["robot-code"] = {} }
+  local i, n = 1, #argv
+  while i <= n do
+    local a = argv[i]
+    if a == "-h" then a = "--help" end
+    if a == "--" then
+      for j = i + 1, n do words[#words + 1] = argv[j] end
+      break
+    end
+    if str_sub(a, 1, 2) == "--" then
+      local name, value = str_match(a, "^%-%-([^=]+)=(.*)$")
+      name = name or str_sub(a, 3)
+      if FLAG_OPTS[name] then
+        if value then usage("--" .. name .. " takes no value") end
+        opts[name] = true
+      elseif VALUE_OPTS[name] then
+        if not value then
+          i = i + 1
+          value = argv[i]
+          if value == nil then usage("--" .. name .. " needs a value") end
+        end
+        if name == "robot-code" then
+          local list = opts["robot-code"]
+          list[#list + 1] = value
+        elseif opts[name] ~= nil then
+          usage("--" .. name .. " given twice")
+        else
+          opts[name] = value
+        end
+      else
+        usage("unknown option --" .. name)
+      end
+    elseif str_sub(a, 1, 1) == "-" and a ~= "-" then
+      usage("unknown option " .. (str_match(a, "^(%-[^=]*)") or "-"))
+    else
+      words[#words + 1] = a
+    end
+    i = i + 1
+  end
+  return words, opts
+end
+
+
+-- JSON with real arrays (cjson 2.1.0 writes an empty table as {}) and
+-- sorted keys (stable output).
+local ARRAY = {}
+local function array(t) return setmetatable(t, ARRAY) end
+
+local function encode(v)
+  if type(v) ~= "table" then return json.encode(v) end
+  local parts = {}
+  if getmetatable(v) == ARRAY then
+    for i = 1, #v do parts[i] = encode(v[i]) end
+    return "[" .. concat(parts, ",") .. "]"
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  sort(keys)
+  for i, k in ipairs(keys) do parts[i] = json.encode(k) .. ":" .. encode(v[k]) end
+  return "{" .. concat(parts, ",") .. "}"
+end
+_M.encode = encode
+
+
+local function one_line(s)
+  return (str_gsub(tostring(s), "[%c]", " "))
+end
+
+
+local function read_all(sys, file)
+  if file == "-" then return sys.stdin:read("*a") end
+  local f = sys.open(file, "rb")
+  if not f then usage("cannot read " .. file) end
+  local s = f:read("*a")
+  f:close()
+  return s or ""
+end
+
+
+local function robot_codes(sys, words, opts, at_most_one)
+  local codes = {}
+  for _, c in ipairs(opts["robot-code"]) do codes[#codes + 1] = c end
+  for i = 3, #words do codes[#codes + 1] = words[i] end
+  if opts.from then
+    for line in (read_all(sys, opts.from) .. "\n"):gmatch("([^\n]*)\n") do
+      line = str_match(line, "^%s*(.-)%s*$")
+      if line ~= "" and str_sub(line, 1, 1) ~= "#" then codes[#codes + 1] = line end
+    end
+  end
+  if #codes == 0 then usage("no robot code: give --robot-code CODE" .. (at_most_one and "" or " or --from FILE")) end
+  if at_most_one and #codes > 1 then usage("one robot code at a time") end
+  return codes
+end
+
+
+local function whole(opts, name, lo, hi)
+  local v = opts[name]
+  if v == nil then return nil end
+  local n = tonumber(v)
+  if not n or n % 1 ~= 0 or n < lo or n > hi then
+    usage("--" .. name .. " must be a whole number from " .. lo .. " to " .. hi)
+  end
+  return n
+end
+
+
+local function make_client(sys, opts)
+  local env = sys.getenv
+  local o = {
+    endpoint = opts.endpoint or env("DINGTALK_ENDPOINT"),
+    cafile = opts.cafile or env("DINGTALK_CAFILE"),
+    timeout = whole(opts, "timeout", 1, 2147483647),
+    retries = whole(opts, "retries", 0, 100),
+  }
+  if o.endpoint == "" then o.endpoint = nil end
+  if o.cafile == "" then o.cafile = nil end
+  local token = opts.token
+  if token == nil or token == "" then token = env("DINGTALK_ACCESS_TOKEN") end
+  if token == "" then token = nil end
+  if not token then
+    local key, secret = env("DINGTALK_APP_KEY"), env("DINGTALK_APP_SECRET")
+    if key and key ~= "" and secret and secret ~= "" then
+      o.app_key, o.app_secret = key, secret
+    else
+      usage("no access token: use --token, DINGTALK_ACCESS_TOKEN, "
+            .. "or DINGTALK_APP_KEY and DINGTALK_APP_SECRET")
+    end
+  end
+  if opts.verbose then
+    o.on_request = function(ev)
+      local line = str_format("dingtalk: %s %s attempt %d -> %s%s in %.0f ms%s%s",
+        ev.method, ev.path, ev.attempt, ev.status and tostring(ev.status) or "no response",
+        ev.code and (" " .. ev.code) or "", ev.duration or 0,
+        ev.request_id and (" [request " .. ev.request_id .. "]") or "",
+        ev.retry_in and str_format(", retrying in %.2f s", ev.retry_in) or "")
+      sys.stderr:write(one_line(line), "\n")
+    end
+  end
+  local ok, c = pcall(sys.new, o)
+  if not ok then
+    usage(type(c) == "table" and str_gsub(tostring(c), "^dingtalk: ", "") or tostring(c))
+  end
+  return c, token
+end
+
+
+-- Exit code for one outcome.
+local function severity(err)
+  if err == nil then return 0 end
+  if type(err) ~= "table" then return _M.EXIT_TRANSPORT end
+  if err.kind == "transport" then return _M.EXIT_TRANSPORT end
+  if err.kind == "argument" then return _M.EXIT_USAGE end
+  return _M.EXIT_REFUSED
+end
+
+
+local function error_json(err)
+  if type(err) ~= "table" then return { kind = "internal", message = one_line(err) } end
+  return { kind = err.kind, code = err.code, message = err.message, status = err.status,
+           request_id = err.request_id, retryable = err.retryable, attempts = err.attempts,
+           field = err.field }
+end
+
+
+local function entries_from(sys, file)
+  local ok, v = pcall(json.decode, read_all(sys, file))
+  if not ok then usage(file .. " is not valid JSON") end
+  if type(v) == "table" and v.pluginInfoList ~= nil then v = v.pluginInfoList end
+  if type(v) ~= "table" then usage(file .. " must hold a JSON array of entries") end
+  return v
+end
+
+
+local COMMANDS = { ["clear-plugins"] = true, ["query-plugins"] = true, ["set-plugins"] = true }
+
+local function run(argv, sys)
+  local words, opts = parse(argv)
+  local out, err = sys.stdout, sys.stderr
+  if words[1] == nil then
+    if opts.help then out:write(HELP.main) return 0 end
+    usage("no command")
+  end
+  if words[1] ~= "robot" then usage("unknown command " .. one_line(words[1])) end
+  local cmd = words[2]
+  if cmd == nil then
+    if opts.help then out:write(HELP.robot) return 0 end
+    usage("robot needs a command: clear-plugins, query-plugins or set-plugins")
+  end
+  if not COMMANDS[cmd] then usage("unknown command robot " .. one_line(cmd)) end
+  if opts.help then out:write(HELP[cmd]) return 0 end
+  if opts.from and cmd ~= "clear-plugins" then usage("--from is for clear-plugins") end
+  if opts.file and cmd ~= "set-plugins" then usage("--file is for set-plugins") end
+  if cmd == "set-plugins" and not opts.file then usage("set-plugins needs --file entries.json") end
+
+  local codes = robot_codes(sys, words, opts, false)
+  local entries = cmd == "set-plugins" and entries_from(sys, opts.file) or nil
+  local client, token = make_client(sys, opts)
+  local results, worst = array{}, 0
+  for _, code in ipairs(codes) do
+    local args = { robotCode = code, token = token }
+    local ok, res
+    if cmd == "clear-plugins" then
+      ok, res = pcall(client.robot.clear_plugins, args)
+    elseif cmd == "query-plugins" then
+      ok, res = pcall(client.robot.query_plugins, args)
+    else
+      args.pluginInfoList = entries
+      ok, res = pcall(client.robot.set_plugins, args)
+    end
+    local r = { robotCode = code, ok = ok }
+    if ok then
+      if cmd == "query-plugins" then
+        r.pluginInfoList = array(res)
+      else
+        r.result = res
+        if res ~= true then
+          r.ok = false
+          worst = worst > 1 and worst or 1
+        end
+      end
+    else
+      r.error = error_json(res)
+      local s = severity(res)
+      if s > worst then worst = s end
+      local text = type(res) == "table" and str_gsub(tostring(res), "^dingtalk: ", "") or tostring(res)
+      err:write(one_line("dingtalk: " .. code .. ": " .. text), "\n")
+    end
+    results[#results + 1] = r
+    if not opts.json and ok then
+      if cmd == "query-plugins" then
+        out:write(one_line(code .. ": " .. #res .. (#res == 1 and " quick entry" or " quick entries")), "\n")
+        for _, e in ipairs(res) do
+          out:write("  ", concat({ one_line(e.name or ""), one_line(e.icon or ""), one_line(e.pcUrl or ""),
+                                   one_line(e.mobileUrl or "") }, "\t"), "\n")
+        end
+      elseif cmd == "clear-plugins" then
+        out:write(one_line(code .. (res == true and ": cleared" or ": not cleared (the platform answered false)")),
+                  "\n")
+      else
+        out:write(one_line(code .. (res == true and (": set " .. #entries .. " quick entries")
+                                   or ": not set (the platform answered false)")), "\n")
+      end
+    end
+  end
+  client:close()
+  if opts.json then out:write(encode{ command = "robot " .. cmd, results = results }, "\n") end
+  return worst
+end
+
+
+-- main(argv [, sys]) -> exit code. sys (for tests): getenv, stdout,
+-- stderr, stdin, open, new (dingtalk.new).
+function _M.main(argv, sys)
+  sys = sys or {}
+  local s = {
+    getenv = sys.getenv or os.getenv,
+    stdout = sys.stdout or io.stdout,
+    stderr = sys.stderr or io.stderr,
+    stdin = sys.stdin or io.stdin,
+    open = sys.open or io.open,
+    new = sys.new or require("dingtalk").new,
+  }
+  local ok, code = pcall(run, argv or {}, s)
+  if ok then return code end
+  if type(code) == "table" and code.usage then
+    s.stderr:write(one_line("dingtalk: " .. code.usage .. " (see dingtalk --help)"), "\n")
+    return _M.EXIT_USAGE
+  end
+  s.stderr:write(one_line("dingtalk: internal error: " .. tostring(code)), "\n")
+  return _M.EXIT_TRANSPORT
+end
+
+
+return _M
