@@ -44,6 +44,10 @@ void dt_push_clean(lua_State *L, const char *s, size_t len, size_t max,
     size_t n;
     if (secret && secret->len >= DT_SECRET_MIN && len - i >= secret->len &&
         memcmp(p + i, secret->s, secret->len) == 0) {
+      if (out + sizeof redacted - 1 > max) {   /* the cap holds here too */
+        luaL_addstring(&b, "...");
+        break;
+      }
       luaL_addstring(&b, redacted);
       out += sizeof redacted - 1;
       i += secret->len;
