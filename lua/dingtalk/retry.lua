@@ -159,6 +159,9 @@ function _M.request(client, path, body, result_field, ropts)
   local token = ropts.token
   local max_attempts = (ropts.retries or p.retries) + 1
   local deadline = p.now() + p.deadline / 1000
+  -- Without an on_request hook a successful attempt needs no event: no
+  -- clock reads around it, no status lookup, no table.
+  local watch = client._on_request ~= nil
   local attempt, failed, refreshed = 0, 0, false
   while true do
     if managed then
@@ -167,10 +170,11 @@ function _M.request(client, path, body, result_field, ropts)
       if not token then return nil, err end
     end
     attempt = attempt + 1
-    local seq0 = client._core.last and client._core:last()
-    local t0 = p.now()
+    local seq0 = watch and client._core.last and client._core:last()
+    local t0 = watch and p.now()
     local ok, res = client:post(path, token, body, result_field)
-    local duration = (p.now() - t0) * 1000
+    if ok and not watch then return true, res end
+    local duration = t0 and (p.now() - t0) * 1000
     local ev = { method = "POST", path = path, attempt = attempt, duration = duration, ok = ok == true }
     if ok then
       if seq0 then
