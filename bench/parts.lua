@@ -3,7 +3,9 @@
 -- callgrind; (Ir(PART) - Ir(none)) / N is that piece's cost per call.
 --   lua5.4 bench/parts.lua PART N
 -- PART: none | lua_layer (the whole call with the C core stubbed out) |
---   args_table | check_args | check_string | url | encode | decode | map
+--   args_table | check_args | check_string | url | request | post |
+--   encode | decode | map
+-- A PART that the code no longer has fails, and bench/run leaves it out.
 local part, n = arg[1], tonumber(arg[2])
 local dingtalk = require "dingtalk"
 local check = require "dingtalk.check"
@@ -30,6 +32,13 @@ local parts = {
     check.string(args, "robotCode", 256); check.string(args, "token", 1024)
   end,
   url = function() local u = ENDPOINT .. PATH; return u end,
+  -- client:request (retries, tokens, hook) down to the stubbed core
+  request = function()
+    local ok = c:request(PATH, '{"robotCode":"dingbench"}', "result", { token = TOKEN })
+    assert(ok == true)
+  end,
+  -- client:post (the transport seam: transport choice, URL) to the stub
+  post = function() assert(c:post(PATH, TOKEN, '{"robotCode":"dingbench"}', "result") == true) end,
   encode = function() local b = json.encode{ robotCode = ROBOT }; return b end,
   decode = function() local t = json.decode(answer); return t end,
   map = function() local ok, r = core.map(200, {}, answer, "result"); return ok, r end,

@@ -48,8 +48,10 @@ local cg = R.callgrind[1]
 local extra = cg.long - cg.short
 local ir_floor = (cg.floor_long - cg.floor_short) / extra
 local ir_module = (cg.module_long - cg.module_short) / extra
-local memcalls
-for _, r in ipairs(R.mem or {}) do memcalls = r.calls end
+local memcalls, floormem
+for _, r in ipairs(R.mem or {}) do
+  if r.impl == "module" then memcalls = r.calls else floormem = r.calls end
+end
 
 -- the table ---------------------------------------------------------------
 local function fmt(v, unit)
@@ -98,7 +100,8 @@ row("p50 latency, us", pick("timed", "floor", "reuse", "p50_us"), pick("timed", 
 row("p99 latency, us", pick("timed", "floor", "reuse", "p99_us"), pick("timed", "module", "reuse", "p99_us"))
 row("CPU time per call, us", pick("timed", "floor", "reuse", "cpu_us_per_call"),
     pick("timed", "module", "reuse", "cpu_us_per_call"))
-row(string.format("peak RSS, kB (%s calls)", fmt(memcalls, "int")), pick("mem", "floor", nil, "hwm_kb"),
+row(string.format("peak RSS, kB (run of %s / %s calls)", fmt(floormem, "int"), fmt(memcalls, "int")),
+    pick("mem", "floor", nil, "hwm_kb"),
     pick("mem", "module", nil, "hwm_kb"), "int", 1.30, false)
 row("cold start, ms (exec to first call done)", median(coldf), median(coldm), "%.2f", 1.20, false)
 row("cold start, instructions", cg.floor_cold, cg.module_cold, "int")
@@ -110,10 +113,11 @@ row("new client per call: CPU per call, us", pick("new", "floor", "new", "cpu_us
     pick("new", "module", "new", "cpu_us_per_call"))
 local f1k = mem_at("floor", 1000)
 local m1k, h1k = mem_at("module", 1000)
-local fN = mem_at("floor", memcalls)
+local fN = mem_at("floor", floormem)
 local mN, hN = mem_at("module", memcalls)
 row("RSS after 1,000 calls, kB", f1k, m1k, "int")
-row(string.format("RSS after %s calls, kB", fmt(memcalls, "int")), fN, mN, "int")
+row(string.format("RSS after %s (floor) / %s (module) calls, kB", fmt(floormem, "int"), fmt(memcalls, "int")),
+    fN, mN, "int")
 
 local function md_table(head, body)
   local t = { "| " .. table.concat(head, " | ") .. " |",
@@ -206,7 +210,9 @@ if P then
     { "args_table", "the caller's `{ robotCode =, token = }` table" },
     { "check_args", "`check.args` (type, unknown keys)" },
     { "check_string", "`check.string` x2 (robotCode, token)" },
-    { "url", "`endpoint .. path` (client:post)" },
+    { "request", "`client:request` (retry loop, hook, token choice) down to the stub, incl. `post`" },
+    { "post", "`client:post` (transport choice, `endpoint .. path`) down to the stub" },
+    { "url", "`endpoint .. path` alone" },
     { "encode", "`cjson.encode{ robotCode = }` (memoised per robot code now)" },
     { "decode", "`cjson.decode('{\"result\":true}')` (the C core's mapping does this)" },
     { "map", "`core.map(200, {}, body, \"result\")` (C mapping incl. decode)" },
@@ -226,7 +232,9 @@ local env = {
     sh("curl-config --version") ~= "" and sh("curl-config --version") or "libcurl",
     sh("nginx -v 2>&1"):gsub("^nginx version: ", ""), sh("valgrind --version"),
     sh("gcc -dumpfullversion")),
-  commit = sh("git rev-parse --short HEAD") .. (sh("git status --porcelain lua src") ~= "" and " (+ uncommitted lua/ src/ changes)" or ""),
+  -- BENCH_COMMIT names the tree when it is not a git checkout (an export)
+  commit = os.getenv("BENCH_COMMIT") or (sh("git rev-parse --short HEAD")
+    .. (sh("git status --porcelain lua src") ~= "" and " + uncommitted changes in lua/ or src/" or "")),
 }
 
 local function targets_md()
@@ -250,10 +258,15 @@ add(string.format("- versions: %s", env.versions))
 add(string.format("- commit: %s", env.commit))
 add(string.format("- command: `make bench` (bench/run), %.0f s in all", elapsed / 1e6))
 add("- calls per second: median of the runs; its ratio is the median of each round's module/floor")
+local st = R.steal and R.steal[1]
+if st and st.ticks > 0 then
+  add(string.format("- CPU stolen by the hypervisor during the wall-clock runs: %.0f%% of the machine's CPU time "
+      .. "(wall-clock figures swing with it; instructions do not)", 100 * st.steal / st.ticks))
+end
 add(string.format("- sizes: %d x %d calls per side (alternating) after %d warm-up; new client per call %d; "
-    .. "memory run %s; cold start x%d; callgrind %d vs %d calls",
+    .. "memory run %s (floor %s); cold start x%d; callgrind %d vs %d calls",
     #(R.timed or {}) // 2, R.timed[1].calls, tonumber(os.getenv("BENCH_WARM") or 2000),
-    R.new[1].calls, fmt(memcalls, "int"), ncold, cg.short, cg.long))
+    R.new[1].calls, fmt(memcalls, "int"), fmt(floormem, "int"), ncold, cg.short, cg.long))
 add(string.format("- fairness: both send the same %d request bytes (checked); %d calls used %d connection (floor) "
     .. "and %d (module); a new client per call used %d connections for %d calls",
     rq.bytes, ka.floor_reqs, ka.floor_conns, ka.module_conns, ka.module_new_conns, ka.module_new_reqs))
@@ -279,7 +292,8 @@ add("")
 add(md_table({ "function", "object", "Ir/call", "share", "floor Ir/call" }, fn_md))
 if #parts_md > 0 then
   add("")
-  add(string.format("Pieces of a module call, measured on their own (callgrind, %d times each, minus an empty loop):", P.n))
+  add(string.format("Pieces of a module call, measured on their own (callgrind, %d times each, "
+      .. "minus an empty loop):", P.n))
   add("")
   add(md_table({ "piece", "Ir/call" }, parts_md))
 end
@@ -294,8 +308,13 @@ print()
 print(md_table({ "", "floor (C)", "module (" .. lua .. ")", "module/floor", "target" }, rows))
 print()
 print(targets_md())
+if st and st.ticks > 0 then
+  print(string.format("(CPU stolen by the hypervisor during the wall-clock runs: %.0f%%)", 100 * st.steal / st.ticks))
+end
 print()
 print("By object, instructions per call (floor / module):")
-for i = 1, math.min(6, #obj_md) do print(string.format("  %-22s %10s %10s", obj_md[i][1], obj_md[i][2], obj_md[i][3])) end
+for i = 1, math.min(6, #obj_md) do
+  print(string.format("  %-22s %10s %10s", obj_md[i][1], obj_md[i][2], obj_md[i][3]))
+end
 print()
 print(string.format("Full report: %s/latest.md (%.0f s)", out_dir, elapsed / 1e6))
