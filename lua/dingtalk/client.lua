@@ -1,5 +1,10 @@
 -- A client: validated options, one C core connection (kept alive between
 -- calls), and the robot operations bound to it.
+--
+-- A client is not thread-safe: it must not be used from two OS threads at
+-- once (one libcurl easy handle, one token cache). Give each thread, or
+-- each Lua state, its own client. Coroutines of one nginx worker may
+-- share one: its token manager makes one fetch at a time.
 local core = require "dingtalk.core"
 local check = require "dingtalk.check"
 local robot = require "dingtalk.robot"
