@@ -40,7 +40,7 @@ test-one: deps build   ## the suite on $(LUA) only (make test-one LUA=luajit)
 	@tools/test $(LUA)
 
 lint:          ## luacheck the Lua code
-	@luacheck --no-color -q lua spec emulator examples tools/*.lua 2>/dev/null | tail -n 1 | tee .lint.out; \
+	@luacheck --no-color -q lua spec emulator examples bin tools/*.lua 2>/dev/null | tail -n 1 | tee .lint.out; \
 	  grep -q '^Total: 0 warnings / 0 errors' .lint.out; rc=$$?; rm -f .lint.out; exit $$rc
 
 demo: deps build   ## start the local emulator and clear a bot's quick entries through the module

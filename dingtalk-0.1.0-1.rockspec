@@ -39,6 +39,11 @@ build = {
     ["dingtalk.client"] = "lua/dingtalk/client.lua",
     ["dingtalk.robot"] = "lua/dingtalk/robot.lua",
     ["dingtalk.check"] = "lua/dingtalk/check.lua",
+    ["dingtalk.retry"] = "lua/dingtalk/retry.lua",
+    ["dingtalk.token"] = "lua/dingtalk/token.lua",
+    ["dingtalk.cli"] = "lua/dingtalk/cli.lua",
+    ["dingtalk.transport.ngx"] = "lua/dingtalk/transport/ngx.lua",
   },
+  install = { bin = { dingtalk = "bin/dingtalk" } },
   copy_directories = { "examples" },
 }
