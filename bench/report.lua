@@ -6,7 +6,7 @@ local cjson = require "cjson"
 local out_dir, lua, elapsed = arg[1], arg[2], tonumber(arg[3])
 
 local function sh(cmd)
-  local p = io.popen(cmd .. " 2>/dev/null")
+  local p = io.popen(cmd:find("2>&1", 1, true) and cmd or cmd .. " 2>/dev/null")
   local s = p:read("*a") or ""
   p:close()
   return (s:gsub("%s+$", ""))
@@ -214,8 +214,8 @@ if P then
     { "post", "`client:post` (transport choice, `endpoint .. path`) down to the stub" },
     { "url", "`endpoint .. path` alone" },
     { "encode", "`cjson.encode{ robotCode = }` (memoised per robot code now)" },
-    { "decode", "`cjson.decode('{\"result\":true}')` (the C core's mapping does this)" },
-    { "map", "`core.map(200, {}, body, \"result\")` (C mapping incl. decode)" },
+    { "decode", "`cjson.decode('{\"result\":true}')` (what the mapping did before its exact-answer fast path)" },
+    { "map", "`core.map(200, {}, body, \"result\")` (the C mapping, from Lua, with a headers table)" },
   }
   for _, n in ipairs(names) do
     if P[n[1]] then parts_md[#parts_md + 1] = { n[2], fmt(P[n[1]], "int") } end
@@ -228,9 +228,9 @@ local env = {
   date = os.date("!%Y-%m-%d %H:%M UTC"),
   machine = string.format("%s, %s cores, %s", cpu, sh("nproc"), sh("uname -sr")),
   os = sh(". /etc/os-release && echo $PRETTY_NAME"),
-  versions = string.format("%s; %s; %s; %s; gcc %s", sh(lua .. " -v"),
+  versions = string.format("%s; %s; nginx %s; %s; gcc %s", sh(lua .. " -v"):match("^Lua [%d.]+") or lua,
     sh("curl-config --version") ~= "" and sh("curl-config --version") or "libcurl",
-    sh("nginx -v 2>&1"):gsub("^nginx version: ", ""), sh("valgrind --version"),
+    (sh("nginx -v 2>&1"):match("nginx/([%d.]+)") or "?"), sh("valgrind --version"),
     sh("gcc -dumpfullversion")),
   -- BENCH_COMMIT names the tree when it is not a git checkout (an export)
   commit = os.getenv("BENCH_COMMIT") or (sh("git rev-parse --short HEAD")
