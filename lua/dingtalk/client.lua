@@ -8,7 +8,6 @@
 local core = require "dingtalk.core"
 local check = require "dingtalk.check"
 local robot = require "dingtalk.robot"
-local ngx_transport = require "dingtalk.transport.ngx"
 
 local io_open = io.open
 local error = error
@@ -26,6 +25,17 @@ local retry = require "dingtalk.retry"
 local tokens = require "dingtalk.token"
 local cjson = require "cjson"
 local json = cjson.new()
+
+-- The cosocket transport, loaded only inside nginx: plain Lua never pays
+-- for it at start-up. false once known to be absent.
+local ngx_transport
+local function cosockets()
+  if ngx_transport == nil then
+    ngx_transport = type(rawget(_G, "ngx")) == "table" and require("dingtalk.transport.ngx") or false
+  end
+  return ngx_transport
+end
+
 
 local _M = { _VERSION = core._VERSION }
 
@@ -175,7 +185,7 @@ function _M.options(opts)
   if transport ~= nil and transport ~= "curl" and transport ~= "ngx" then
     fail("argument.option", "transport", 'transport must be "curl", "ngx" or nil (automatic)')
   end
-  if transport == "ngx" and (not ngx_transport.present() or o.proxy) then
+  if transport == "ngx" and (not cosockets() or not cosockets().present() or o.proxy) then
     fail("argument.option", "transport", o.proxy
          and 'transport "ngx" cannot go through a proxy'
          or 'transport "ngx" needs nginx with lua-nginx-module')
@@ -196,12 +206,14 @@ local mt = {}
 mt.__index = mt
 
 
+
 -- Sends one request over this client's connection; returns ok, result|error.
 -- This is the transport seam: other transports plug in here.
 function mt:post(path, token, body, result_field)
   local t = self.options.transport
-  if t == "ngx" or (t == nil and ngx_transport.usable()) then
-    return ngx_transport.post(self, path, token, body, result_field)
+  local nt = t ~= "curl" and cosockets()
+  if t == "ngx" or (t == nil and nt and nt.usable()) then
+    return nt.post(self, path, token, body, result_field)
   end
   return self._core:post(self.endpoint .. path, token, body, result_field)
 end
