@@ -4,6 +4,7 @@
 local core = require "dingtalk.core"
 
 local error = error
+local next = next
 local pairs = pairs
 local type = type
 local str_byte = string.byte
@@ -61,7 +62,7 @@ function _M.args(args, allowed, what)
     fail("argument.not_table", "(arguments)",
          str_format("%s expects a table of named arguments, got %s", what, type(args)))
   end
-  for k in pairs(args) do
+  for k in next, args do
     if not allowed[k] then
       local name = type(k) == "string" and #k <= 64 and k or "(" .. type(k) .. " key)"
       local hint = ""

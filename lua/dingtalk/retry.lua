@@ -151,13 +151,21 @@ end
 -- it), the on_request hook after every attempt, and `attempts` on the
 -- final error. ropts: token (explicit), auth = false (no token at all:
 -- the token call), retries (this call's own count).
+local NO_OPTS = {}
+
 function _M.request(client, path, body, result_field, ropts)
-  ropts = ropts or {}
+  ropts = ropts or NO_OPTS
+  return _M.run(client, path, body, result_field, ropts.token, ropts.auth, ropts.retries)
+end
+
+
+-- The same with positional options: the per-call path of the robot
+-- operations, which builds no options table.
+function _M.run(client, path, body, result_field, token, auth, retries)
   local p = client._retry
   local tokens = client._tokens
-  local managed = ropts.auth ~= false and ropts.token == nil and tokens ~= nil
-  local token = ropts.token
-  local max_attempts = (ropts.retries or p.retries) + 1
+  local managed = auth ~= false and token == nil and tokens ~= nil
+  local max_attempts = (retries or p.retries) + 1
   local deadline = p.now() + p.deadline / 1000
   -- Without an on_request hook a successful attempt needs no event: no
   -- clock reads around it, no status lookup, no table.

@@ -34,7 +34,7 @@ local ENTRY_KEYS = { name = true, icon = true, pcUrl = true, mobileUrl = true }
 -- The token argument: required, unless the client gets tokens itself from
 -- app credentials (then an explicit one still wins).
 local function token_arg(client, args)
-  if args.token == nil and client.has_credentials and client:has_credentials() then
+  if args.token == nil and client._tokens ~= nil then
     return nil
   end
   return check.string(args, "token", _M.MAX_TOKEN)
@@ -45,8 +45,8 @@ end
 -- the on_request hook); raises the error table on failure.
 local function request(client, path, token, body, result_field)
   local ok, res
-  if client.request then
-    ok, res = client:request(path, body, result_field, { token = token })
+  if client.request_token then
+    ok, res = client:request_token(path, token, body, result_field)
   else   -- a bare transport (tests, other hosts): one attempt
     ok, res = client:post(path, token, body, result_field)
   end
