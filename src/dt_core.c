@@ -258,6 +258,24 @@ static int core_is_error(lua_State *L) {
   return 1;
 }
 
+/* core.printable(v, max) -> true when v is a string of 1..max bytes of
+** printable ASCII: the usual robot code or token, accepted in one C pass.
+** Anything else gets the full checks in Lua, which name the exact fault. */
+static int core_printable(lua_State *L) {
+  size_t len, i;
+  const char *s;
+  lua_Integer max = luaL_checkinteger(L, 2);
+  int yes = lua_type(L, 1) == LUA_TSTRING;
+  if (yes) {
+    s = lua_tolstring(L, 1, &len);
+    yes = len > 0 && (lua_Integer)len <= max;
+    for (i = 0; yes && i < len; i++)
+      yes = s[i] >= 0x20 && s[i] <= 0x7E;
+  }
+  lua_pushboolean(L, yes);
+  return 1;
+}
+
 static const luaL_Reg client_methods[] = {
   {"post", client_post},
   {"last", client_last},
@@ -270,6 +288,7 @@ static const luaL_Reg core_functions[] = {
   {"map", core_map},
   {"error", core_error},
   {"is_error", core_is_error},
+  {"printable", core_printable},
   {"sleep", core_sleep},
   {"now", core_now},
   {NULL, NULL}
