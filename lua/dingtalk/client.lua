@@ -215,7 +215,18 @@ function mt:post(path, token, body, result_field)
   if t == "ngx" or (t == nil and nt and nt.usable()) then
     return nt.post(self, path, token, body, result_field)
   end
-  return self._core:post(self.endpoint .. path, token, body, result_field)
+  local urls = self._urls
+  local url = urls[path]
+  if not url then
+    url = self.endpoint .. path
+    -- a handful of operation paths per client; bounded all the same, as
+    -- client:call may be given paths with ids in them
+    if self._nurls < 64 then
+      urls[path] = url
+      self._nurls = self._nurls + 1
+    end
+  end
+  return self._core:post(url, token, body, result_field)
 end
 
 
@@ -292,7 +303,8 @@ function _M.new(opts)
   local o = _M.options(opts)
   local c, err = core.new_client(o)
   if not c then error(err, 0) end
-  local self = setmetatable({ endpoint = o.endpoint, options = o, _core = c }, mt)
+  local self = setmetatable({ endpoint = o.endpoint, options = o, _core = c,
+                              _urls = {}, _nurls = 0 }, mt)
   self._retry = o.retry
   self._on_request = opts and opts.on_request
   if o.app_key then self._tokens = tokens.new(self, o.app_key, opts.app_secret, o.retry) end

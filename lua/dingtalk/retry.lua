@@ -89,8 +89,10 @@ function _M.options(opts)
     base = whole(opts, "retry_base_delay", 0, 3600000, _M.DEFAULT_BASE_DELAY),
     cap = whole(opts, "retry_max_delay", 0, 3600000, _M.DEFAULT_MAX_DELAY),
     deadline = whole(opts, "retry_deadline", 0, 86400000, _M.DEFAULT_DEADLINE),
-    sleep = func(opts, "sleep") or _M.default_sleep,
-    now = func(opts, "now") or _M.default_now,
+    -- Outside nginx (no `ngx` at all, for the life of the process) the C
+    -- clock serves directly, without asking for the phase on every call.
+    sleep = func(opts, "sleep") or (rawget(_G, "ngx") and _M.default_sleep or core.sleep),
+    now = func(opts, "now") or (rawget(_G, "ngx") and _M.default_now or core.now),
     random = func(opts, "random") or math_random,
   }
   p.sleep_yields = opts.sleep ~= nil or nil   -- nil: ask default_sleep_yields per call
