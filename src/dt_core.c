@@ -276,6 +276,27 @@ static int core_printable(lua_State *L) {
   return 1;
 }
 
+/* core.unknown_key(t, allowed) -> the first key of t that allowed does not
+** list (allowed[k] must be true), or nil. The C loop keeps the argument
+** check of every call cheap; the Lua caller builds the error. */
+static int core_unknown_key(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {            /* key at 3, value at 4 */
+    int known;
+    lua_pop(L, 1);
+    lua_pushvalue(L, 3);
+    lua_rawget(L, 2);
+    known = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!known) return 1;             /* the key, on top */
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
 static const luaL_Reg client_methods[] = {
   {"post", client_post},
   {"last", client_last},
@@ -289,6 +310,7 @@ static const luaL_Reg core_functions[] = {
   {"error", core_error},
   {"is_error", core_is_error},
   {"printable", core_printable},
+  {"unknown_key", core_unknown_key},
   {"sleep", core_sleep},
   {"now", core_now},
   {NULL, NULL}

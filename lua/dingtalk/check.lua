@@ -4,10 +4,10 @@
 local core = require "dingtalk.core"
 
 local error = error
-local next = next
 local pairs = pairs
 local type = type
 local printable = core.printable
+local unknown_key = core.unknown_key
 local str_byte = string.byte
 local str_find = string.find
 local str_lower = string.lower
@@ -63,19 +63,16 @@ function _M.args(args, allowed, what)
     fail("argument.not_table", "(arguments)",
          str_format("%s expects a table of named arguments, got %s", what, type(args)))
   end
-  for k in next, args do
-    if not allowed[k] then
-      local name = type(k) == "string" and #k <= 64 and k or "(" .. type(k) .. " key)"
-      local hint = ""
-      if type(k) == "string" then
-        for known in pairs(allowed) do
-          if str_lower(known) == str_lower(k) then hint = "; did you mean " .. known .. "?" end
-        end
-      end
-      fail("argument.unknown_key", name,
-           str_format("%s does not take %s%s", what, name, hint))
+  local k = unknown_key(args, allowed)
+  if k == nil then return end
+  local name = type(k) == "string" and #k <= 64 and k or "(" .. type(k) .. " key)"
+  local hint = ""
+  if type(k) == "string" then
+    for known in pairs(allowed) do
+      if str_lower(known) == str_lower(k) then hint = "; did you mean " .. known .. "?" end
     end
   end
+  fail("argument.unknown_key", name, str_format("%s does not take %s%s", what, name, hint))
 end
 
 

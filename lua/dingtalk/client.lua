@@ -206,13 +206,11 @@ local mt = {}
 mt.__index = mt
 
 
-
 -- Sends one request over this client's connection; returns ok, result|error.
 -- This is the transport seam: other transports plug in here.
 function mt:post(path, token, body, result_field)
-  local t = self.options.transport
-  local nt = t ~= "curl" and cosockets()
-  if t == "ngx" or (t == nil and nt and nt.usable()) then
+  local nt = self._cosockets
+  if nt and (self._force_ngx or nt.usable()) then
     return nt.post(self, path, token, body, result_field)
   end
   local urls = self._urls
@@ -305,6 +303,9 @@ function _M.new(opts)
   if not c then error(err, 0) end
   local self = setmetatable({ endpoint = o.endpoint, options = o, _core = c,
                               _urls = {}, _nurls = 0 }, mt)
+  -- the transport choice that does not change per call, made once
+  self._cosockets = o.transport ~= "curl" and cosockets() or false
+  self._force_ngx = o.transport == "ngx"
   self._retry = o.retry
   self._on_request = opts and opts.on_request
   if o.app_key then self._tokens = tokens.new(self, o.app_key, opts.app_secret, o.retry) end

@@ -3,6 +3,7 @@
 local check = require "dingtalk.check"
 local core = require "dingtalk.core"
 local cjson = require "cjson"
+local retry_run = require("dingtalk.retry").run
 
 local error = error
 local ipairs = ipairs
@@ -45,7 +46,9 @@ end
 -- the on_request hook); raises the error table on failure.
 local function request(client, path, token, body, result_field)
   local ok, res
-  if client.request_token then
+  if client._retry then   -- a dingtalk client: straight into its retry loop
+    ok, res = retry_run(client, path, body, result_field, token)
+  elseif client.request_token then
     ok, res = client:request_token(path, token, body, result_field)
   else   -- a bare transport (tests, other hosts): one attempt
     ok, res = client:post(path, token, body, result_field)
