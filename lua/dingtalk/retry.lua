@@ -25,7 +25,7 @@ local _M = {}
 _M.DEFAULT_RETRIES = 3            -- retries after the first attempt: 4 attempts at most
 _M.DEFAULT_BASE_DELAY = 200       -- ms, the backoff before the first retry (upper bound)
 _M.DEFAULT_MAX_DELAY = 5000       -- ms, cap of one backoff wait (a Retry-After may ask more)
-_M.DEFAULT_DEADLINE = 30000       -- ms from the first attempt: no retry starts after it
+_M.DEFAULT_DEADLINE = 30000       -- ms from the first failure: no retry starts after it
 
 _M.OPTIONS = {
   retries = true, retry_base_delay = true, retry_max_delay = true, retry_deadline = true,
@@ -168,7 +168,9 @@ function _M.run(client, path, body, result_field, token, auth, retries)
   local tokens = client._tokens
   local managed = auth ~= false and token == nil and tokens ~= nil
   local max_attempts = (retries or p.retries) + 1
-  local deadline = p.now() + p.deadline / 1000
+  -- The deadline runs from the first failure: a call that succeeds at once
+  -- (nearly all of them) reads no clock at all.
+  local deadline
   -- Without an on_request hook a successful attempt needs no event: no
   -- clock reads around it, no status lookup, no table.
   local watch = client._on_request ~= nil
@@ -207,7 +209,9 @@ function _M.run(client, path, body, result_field, token, auth, retries)
     elseif _M.retryable(res) and attempt < max_attempts then
       failed = failed + 1
       wait = _M.delay(p, failed, res)
-      again = p.now() + wait <= deadline
+      local now = p.now()
+      deadline = deadline or now + p.deadline / 1000
+      again = now + wait <= deadline
     end
     if again then ev.retry_in = wait end
     hook(client, ev)
