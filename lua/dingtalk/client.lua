@@ -22,7 +22,6 @@ local str_lower = string.lower
 local str_sub = string.sub
 local fail = check.fail
 local retry = require "dingtalk.retry"
-local tokens = require "dingtalk.token"
 local cjson = require "cjson"
 local json = cjson.new()
 
@@ -308,7 +307,9 @@ function _M.new(opts)
   self._force_ngx = o.transport == "ngx"
   self._retry = o.retry
   self._on_request = opts and opts.on_request
-  if o.app_key then self._tokens = tokens.new(self, o.app_key, opts.app_secret, o.retry) end
+  if o.app_key then   -- loaded only by clients that manage tokens
+    self._tokens = require("dingtalk.token").new(self, o.app_key, opts.app_secret, o.retry)
+  end
   self.robot = robot.bind(self)
   return self
 end
