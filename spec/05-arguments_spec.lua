@@ -152,3 +152,26 @@ describe("client options", function()
     bad_option("https://api.dingtalk.io", "argument.not_table", "(arguments)")
   end)
 end)
+
+describe("the one-pass argument check (core.plain_args)", function()
+  local core = require "dingtalk.core"
+  local ALLOWED = { robotCode = true, token = true }
+  local function plain(args)
+    return core.plain_args(args, ALLOWED, "robotCode", 256, "token", 1024)
+  end
+
+  it("passes the usual call through", function()
+    assert.are.same({ "dingbot-ok", "tok-1" }, { plain{ robotCode = "dingbot-ok", token = "tok-1" } })
+  end)
+
+  it("leaves everything else to the full checks", function()
+    for _, args in ipairs{
+      "x", {}, { robotCode = "a" }, { token = "t" }, { robotCode = "a", token = "t", x = 1 },
+      { robotCode = "", token = "t" }, { robotCode = ("a"):rep(257), token = "t" },
+      { robotCode = "a\n", token = "t" }, { robotCode = "a", token = "t\127" },
+      { robotCode = "机器人", token = "t" }, { robotCode = 1, token = "t" }, { "a", robotCode = "a", token = "t" },
+    } do
+      assert.is_nil(plain(args))
+    end
+  end)
+end)

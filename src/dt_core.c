@@ -276,25 +276,62 @@ static int core_printable(lua_State *L) {
   return 1;
 }
 
+/* Pushes the first key of the table at t that the table at allowed does
+** not list (allowed[k] must be true) and returns 1; returns 0, pushing
+** nothing, when every key is known. */
+static int first_unknown(lua_State *L, int t, int allowed) {
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    int known;
+    lua_pop(L, 1);                    /* the value; the key stays */
+    lua_pushvalue(L, -1);
+    lua_rawget(L, allowed);
+    known = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!known) return 1;
+  }
+  return 0;
+}
+
 /* core.unknown_key(t, allowed) -> the first key of t that allowed does not
-** list (allowed[k] must be true), or nil. The C loop keeps the argument
-** check of every call cheap; the Lua caller builds the error. */
+** list, or nil. The C loop keeps the argument check of every call cheap;
+** the Lua caller builds the error. */
 static int core_unknown_key(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {            /* key at 3, value at 4 */
-    int known;
-    lua_pop(L, 1);
-    lua_pushvalue(L, 3);
-    lua_rawget(L, 2);
-    known = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (!known) return 1;             /* the key, on top */
-  }
-  lua_pushnil(L);
+  if (!first_unknown(L, 1, 2)) lua_pushnil(L);
   return 1;
+}
+
+/* core.plain_args(args, allowed, f1, max1, f2, max2) -> v1, v2 | nil
+** The common case of an operation's arguments in one C call: a table with
+** no key outside `allowed` whose fields f1 and f2 are printable-ASCII
+** strings of 1..max bytes. nil means "not that simple": the Lua checks
+** then run and raise the precise argument error. */
+static int printable_field(lua_State *L, int t, const char *k, lua_Integer max) {
+  size_t len, i;
+  const char *s;
+  lua_getfield(L, t, k);
+  if (lua_type(L, -1) != LUA_TSTRING) return 0;
+  s = lua_tolstring(L, -1, &len);
+  if (len == 0 || (lua_Integer)len > max) return 0;
+  for (i = 0; i < len; i++)
+    if (s[i] < 0x20 || s[i] > 0x7E) return 0;
+  return 1;
+}
+
+static int core_plain_args(lua_State *L) {
+  const char *f1 = luaL_checkstring(L, 3);
+  lua_Integer max1 = luaL_checkinteger(L, 4);
+  const char *f2 = luaL_checkstring(L, 5);
+  lua_Integer max2 = luaL_checkinteger(L, 6);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 6);
+  if (lua_type(L, 1) != LUA_TTABLE || first_unknown(L, 1, 2)) return 0;
+  if (!printable_field(L, 1, f1, max1) || !printable_field(L, 1, f2, max2))
+    return 0;
+  return 2;                           /* the two values, on top */
 }
 
 static const luaL_Reg client_methods[] = {
@@ -311,6 +348,7 @@ static const luaL_Reg core_functions[] = {
   {"is_error", core_is_error},
   {"printable", core_printable},
   {"unknown_key", core_unknown_key},
+  {"plain_args", core_plain_args},
   {"sleep", core_sleep},
   {"now", core_now},
   {NULL, NULL}

@@ -4,6 +4,7 @@ local check = require "dingtalk.check"
 local core = require "dingtalk.core"
 local cjson = require "cjson"
 local retry_run = require("dingtalk.retry").run
+local plain_args = core.plain_args
 
 local error = error
 local ipairs = ipairs
@@ -66,9 +67,14 @@ local last_code, last_body
 -- clear_plugins{ robotCode =, token = } -> true | false
 -- POST /v1.0/robot/plugins/clear; raises an error table on any failure.
 function _M.clear_plugins(client, args)
-  check.args(args, CLEAR_ARGS, "clear_plugins")
-  local code = check.string(args, "robotCode", _M.MAX_ROBOT_CODE)
-  local token = token_arg(client, args)
+  -- the usual call, checked in one C pass; anything else gets the full
+  -- checks, which raise the precise argument error
+  local code, token = plain_args(args, CLEAR_ARGS, "robotCode", _M.MAX_ROBOT_CODE, "token", _M.MAX_TOKEN)
+  if not code then
+    check.args(args, CLEAR_ARGS, "clear_plugins")
+    code = check.string(args, "robotCode", _M.MAX_ROBOT_CODE)
+    token = token_arg(client, args)
+  end
   if code ~= last_code then
     last_body, last_code = json.encode{ robotCode = code }, code
   end
