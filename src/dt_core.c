@@ -21,9 +21,6 @@
 
 #define DT_VERSION "0.1.0"
 #define DT_CLIENT_MT "dingtalk.client"
-#define DT_TOKEN_HEADER "x-acs-dingtalk-access-token: "
-/* Real tokens are 32 characters; this only bounds the header buffer. */
-#define DT_TOKEN_MAX 1024
 
 #if defined(_WIN32)
 #define DT_EXPORT __declspec(dllexport)
@@ -114,7 +111,6 @@ static int client_post(lua_State *L) {
   const char *token = lua_isnil(L, 3) ? NULL : luaL_checklstring(L, 3, &tlen);
   const char *body = luaL_checklstring(L, 4, &blen);
   const char *field = luaL_optstring(L, 5, NULL);
-  char line[sizeof DT_TOKEN_HEADER + DT_TOKEN_MAX];
   dt_http_result res;
   dt_response r;
 
@@ -130,13 +126,7 @@ static int client_post(lua_State *L) {
       return argument_error(L, "argument.control_char", "token",
                             "token contains a control character");
   }
-  if (token != NULL) {
-    memcpy(line, DT_TOKEN_HEADER, sizeof DT_TOKEN_HEADER - 1);
-    memcpy(line + sizeof DT_TOKEN_HEADER - 1, token, tlen + 1);
-  }
-
-  dt_http_post(&c->http, url, token != NULL ? line : NULL, body, blen, &res);
-  memset(line, 0, sizeof line);      /* the token lives no longer than needed */
+  dt_http_post(&c->http, url, token, tlen, body, blen, &res);
   c->seq++;
   c->last_status = res.code ? 0 : res.status;
 

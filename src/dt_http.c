@@ -98,6 +98,8 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   /* An empty Expect: stops libcurl waiting for "100 Continue". */
   if (l) l = curl_slist_append(h->headers, "Expect:");
   if (l == NULL) return "out of memory";
+  h->token_node.data = h->token_line;
+  h->token_node.next = h->headers;
 
 #define SET(opt, val) \
   if (curl_easy_setopt(c, opt, val) != CURLE_OK) return "curl_easy_setopt " #opt " failed"
@@ -117,6 +119,7 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
 #endif
   SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_body);
   SET(CURLOPT_POST, 1L);
+  SET(CURLOPT_HTTPHEADER, h->headers);   /* h->with_token is 0 */
   SET(CURLOPT_WRITEFUNCTION, on_body);
   SET(CURLOPT_WRITEDATA, (void *)h);
   SET(CURLOPT_HEADERFUNCTION, on_header);
@@ -133,9 +136,11 @@ void dt_http_close(dt_http *h) {
   if (h->curl) curl_easy_cleanup(h->curl);
   if (h->headers) curl_slist_free_all(h->headers);
   free(h->body);
+  free(h->url);
   h->curl = NULL;
   h->headers = NULL;
   h->body = NULL;
+  h->url = NULL;
   h->len = h->cap = 0;
 }
 
@@ -202,16 +207,25 @@ static void classify(dt_http *h, CURLcode rc, dt_http_result *out) {
   out->retryable = retry;
 }
 
-void dt_http_post(dt_http *h, const char *url, const char *token_line,
+/* Sets the URL only when it changed: libcurl copies it on every setopt,
+** and a client nearly always calls the same few paths. */
+static void set_url(dt_http *h, const char *url) {
+  size_t n;
+  if (h->url && strcmp(h->url, url) == 0) return;
+  free(h->url);
+  n = strlen(url) + 1;
+  h->url = (char *)malloc(n);        /* NULL: no copy, set it every time */
+  if (h->url) memcpy(h->url, url, n);
+  curl_easy_setopt(h->curl, CURLOPT_URL, url);
+}
+
+void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
                   const char *body, size_t len, dt_http_result *out) {
-  /* The token header is chained in front of the constant ones on the stack:
-  ** no allocation per call, and nothing that holds the token outlives it. */
-  struct curl_slist token;
+  static const size_t prefix = sizeof DT_TOKEN_HEADER - 1;
   CURLcode rc;
   long status = 0;
+  int with_token = token != NULL;
 
-  token.data = (char *)token_line;
-  token.next = h->headers;
   h->len = 0;
   h->too_large = 0;
   h->errbuf[0] = '\0';
@@ -219,14 +233,21 @@ void dt_http_post(dt_http *h, const char *url, const char *token_line,
   memset(&h->hdr, 0, sizeof h->hdr);
   memset(out, 0, sizeof *out);
 
-  curl_easy_setopt(h->curl, CURLOPT_URL, url);
-  curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, token_line ? &token : h->headers);
+  if (with_token) {
+    memcpy(h->token_line, DT_TOKEN_HEADER, prefix);
+    memcpy(h->token_line + prefix, token, tlen);
+    h->token_line[prefix + tlen] = '\0';
+  }
+  if (with_token != h->with_token) {
+    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, with_token ? &h->token_node : h->headers);
+    h->with_token = with_token;
+  }
+  set_url(h, url);
   curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
   curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
   rc = curl_easy_perform(h->curl);
-  /* Forget the stack list now, so the handle never points at a dead frame. */
-  curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, h->headers);
-  curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, "");
+  /* the token lives no longer than the transfer */
+  if (with_token) memset(h->token_line + prefix, 0, tlen);
 
   if (rc != CURLE_OK) {
     classify(h, rc, out);

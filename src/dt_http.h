@@ -38,9 +38,20 @@ typedef struct dt_http_opts {
 /* One client connection: the easy handle (kept, so the TCP/TLS connection
 ** is reused between calls), the constant request headers and the response
 ** buffer. Embedded in a Lua userdata by the glue, which frees it in __gc. */
+/* "x-acs-dingtalk-access-token: " and a token of up to DT_TOKEN_MAX bytes */
+#define DT_TOKEN_HEADER "x-acs-dingtalk-access-token: "
+#define DT_TOKEN_MAX 1024
+
 typedef struct dt_http {
   CURL *curl;
-  struct curl_slist *headers;    /* constant headers; the token is chained per call */
+  struct curl_slist *headers;    /* constant headers */
+  /* The token header line lives here, in front of the constant headers, so
+  ** the handle never points at memory that is gone; its token part is
+  ** wiped after every transfer. */
+  struct curl_slist token_node;
+  char token_line[sizeof DT_TOKEN_HEADER + DT_TOKEN_MAX];
+  int with_token;                /* which list CURLOPT_HTTPHEADER holds */
+  char *url;                     /* copy of the URL last set (NULL: none) */
   char *body;                    /* response body, NUL-terminated */
   size_t len, cap, max;
   int too_large;                 /* the write callback refused more bytes */
@@ -65,10 +76,11 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o);
 /* Idempotent: the glue calls it from both close() and __gc. */
 void dt_http_close(dt_http *h);
 
-/* POSTs `body` to `url` with the access-token header line `token_line`
-** ("x-acs-dingtalk-access-token: ..."), which must not contain CR or LF;
-** NULL sends no token header (the access-token call). */
-void dt_http_post(dt_http *h, const char *url, const char *token_line,
+/* POSTs `body` to `url`, with the access-token header when `token` is not
+** NULL (NULL: the access-token call itself). The token, 1..DT_TOKEN_MAX
+** bytes, must not contain CR or LF: the caller checks. `body` must stay
+** alive for the call. */
+void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
                   const char *body, size_t len, dt_http_result *out);
 
 /* Drops a large response buffer so an odd big answer does not pin memory
