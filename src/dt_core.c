@@ -33,6 +33,7 @@
 typedef struct client {
   dt_http http;
   int open;
+  int busy;                      /* inside post(): see client_close */
   unsigned long seq;             /* transfers made (client:last) */
   long last_status;              /* 0: the last transfer got no response */
 } client;
@@ -102,6 +103,15 @@ static client *check_client(lua_State *L) {
   return (client *)luaL_checkudata(L, 1, DT_CLIENT_MT);
 }
 
+/* After the results are pushed: a close() that came meanwhile takes effect
+** now; otherwise a large response buffer is dropped. */
+static int post_done(client *c) {
+  c->busy = 0;
+  if (!c->open) dt_http_close(&c->http);
+  else dt_http_trim(&c->http);
+  return 2;
+}
+
 /* client:post(url, token, body [, result_field]) -> true, result | nil, error
 ** token nil: no access-token header (the token call itself). */
 static int client_post(lua_State *L) {
@@ -116,6 +126,9 @@ static int client_post(lua_State *L) {
 
   if (!c->open)
     return argument_error(L, "argument.closed", "client", "the client is closed");
+  if (c->busy)                       /* post() from a finalizer run inside post() */
+    return argument_error(L, "argument.busy", "client",
+                          "the client is in the middle of another call");
   if (token != NULL && (tlen == 0 || tlen > DT_TOKEN_MAX))
     return argument_error(L, "argument.token", "token",
                           "token must be 1 to 1024 bytes");
@@ -134,12 +147,13 @@ static int client_post(lua_State *L) {
     dt_secret s;
     s.s = token;
     s.len = tlen;
+    c->busy = 1;                     /* until post_done: see client_close */
     lua_pushnil(L);
     dt_error_push(L, "transport", res.code, NULL, 0, res.retryable);
     dt_error_setclean(L, "message", res.message, strlen(res.message), 512, &s);
-    dt_http_trim(&c->http);
-    return 2;
+    return post_done(c);
   }
+  c->busy = 1;                       /* until post_done: see client_close */
   r.status = res.status;
   r.body = c->http.body ? c->http.body : "";
   r.len = c->http.len;
@@ -150,8 +164,7 @@ static int client_post(lua_State *L) {
   r.secret.s = token;
   r.secret.len = tlen;
   dt_map_push(L, &r);
-  dt_http_trim(&c->http);
-  return 2;
+  return post_done(c);
 }
 
 /* client:last() -> seq, status, request_id: what the last transfer got
@@ -168,10 +181,23 @@ static int client_last(lua_State *L) {
   return 3;
 }
 
+/* Pushing results allocates, and any allocation may run finalizers: one
+** that closes this client (a wrapper's __gc, say) would free the response
+** buffer that post() is still reading. While post() is busy, close() only
+** marks the client closed and post() frees on its way out. */
 static int client_close(lua_State *L) {
   client *c = check_client(L);
-  dt_http_close(&c->http);
   c->open = 0;
+  if (!c->busy) dt_http_close(&c->http);
+  return 0;
+}
+
+/* __gc: the client is unreachable, so no post() on it is running. */
+static int client_gc(lua_State *L) {
+  client *c = check_client(L);
+  c->open = 0;
+  c->busy = 0;
+  dt_http_close(&c->http);
   return 0;
 }
 
@@ -365,7 +391,7 @@ DT_EXPORT int luaopen_dingtalk_core(lua_State *L) {
   if (luaL_newmetatable(L, DT_CLIENT_MT)) {
     dt_newlib(L, client_methods);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, client_close);
+    lua_pushcfunction(L, client_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, client_tostring);
     lua_setfield(L, -2, "__tostring");
