@@ -359,6 +359,7 @@ static const luaL_Reg client_methods[] = {
 
 static const luaL_Reg core_functions[] = {
   {"new_client", core_new_client},
+  {"post", client_post},                /* = client:post, without the method lookup */
   {"map", core_map},
   {"error", core_error},
   {"is_error", core_is_error},

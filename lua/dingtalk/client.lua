@@ -6,6 +6,7 @@
 -- each Lua state, its own client. Coroutines of one nginx worker may
 -- share one: its token manager makes one fetch at a time.
 local core = require "dingtalk.core"
+local core_post = core.post
 local check = require "dingtalk.check"
 local robot = require "dingtalk.robot"
 
@@ -223,7 +224,7 @@ function mt:post(path, token, body, result_field)
       self._nurls = self._nurls + 1
     end
   end
-  return self._core:post(url, token, body, result_field)
+  return core_post(self._core, url, token, body, result_field)
 end
 
 

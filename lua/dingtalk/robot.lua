@@ -78,6 +78,11 @@ function _M.clear_plugins(client, args)
   if code ~= last_code then
     last_body, last_code = json.encode{ robotCode = code }, code
   end
+  if client._retry then   -- a dingtalk client: straight into its retry loop
+    local ok, res = retry_run(client, "/v1.0/robot/plugins/clear", last_body, "result", token)
+    if not ok then error(res, 0) end
+    return res
+  end
   return request(client, "/v1.0/robot/plugins/clear", token, last_body, "result")
 end
 
