@@ -7,22 +7,7 @@ local dingtalk = require "dingtalk"
 
 local TOKEN = scenarios.TOKEN
 
--- Every string reachable from v (keys, values, nested tables, tostring).
-local function strings(v, out, seen)
-  out, seen = out or {}, seen or {}
-  if type(v) == "table" then
-    if seen[v] then return out end
-    seen[v] = true
-    out[#out + 1] = tostring(v)
-    for k, x in pairs(v) do
-      strings(k, out, seen)
-      strings(x, out, seen)
-    end
-  elseif v ~= nil then
-    out[#out + 1] = tostring(v)
-  end
-  return out
-end
+local strings = require("spec.helpers.reachable").strings
 
 describe("secrets", function()
   local emu

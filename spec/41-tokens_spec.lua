@@ -23,19 +23,7 @@ local function fake_clock()
   return c
 end
 
--- Every string reachable from v.
-local function strings(v, out, seen)
-  out, seen = out or {}, seen or {}
-  if type(v) == "table" then
-    if seen[v] then return out end
-    seen[v] = true
-    out[#out + 1] = tostring(v)
-    for k, x in pairs(v) do strings(k, out, seen); strings(x, out, seen) end
-  elseif v ~= nil then
-    out[#out + 1] = tostring(v)
-  end
-  return out
-end
+local strings = require("spec.helpers.reachable").strings
 
 describe("tokens from app credentials", function()
   local emu
