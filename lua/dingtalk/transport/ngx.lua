@@ -139,6 +139,14 @@ local function closed(st, what)
   return fail("transport.closed", str_format("connection %s %s", st.eof or "closed", what), true)
 end
 
+-- More bytes in st.buf, or nil and the error saying why there are none.
+local function more(st, what)
+  local ok, err = fill(st, what)
+  if ok ~= nil then return true end
+  if err then return nil, err end
+  return closed(st, what)
+end
+
 -- One line (without its CR LF), at most `max` bytes.
 local function read_line(st, max, what)
   while true do
@@ -152,11 +160,8 @@ local function read_line(st, max, what)
     if #st.buf - st.pos + 1 > max then
       return fail("transport.closed", "line too long " .. what, true)
     end
-    local ok, err = fill(st, what)
-    if ok == nil then
-      if err then return nil, err end
-      return closed(st, what)
-    end
+    local ok, err = more(st, what)
+    if not ok then return nil, err end
   end
 end
 
@@ -170,11 +175,8 @@ local function read_body_bytes(st, n, what)
       st.pos = st.pos + take
       n = n - take
     else
-      local ok, err = fill(st, what)
-      if ok == nil then
-        if err then return nil, err end
-        return closed(st, what)
-      end
+      local ok, err = more(st, what)
+      if not ok then return nil, err end
     end
   end
   return true
