@@ -111,6 +111,34 @@ describe("core.map", function()
     assert.is_false(core.is_error("x"))
   end)
 
+  -- regressions found by the fuzzer (fuzz/regressions/)
+  it("a 2xx body that is a bare JSON value is not an object (it crashed once)", function()
+    for _, body in ipairs{ "1", '"x"', "null", "true", "false", "-0.5e3" } do
+      local ok, err = map(200, body, nil, "result")
+      assert.is_nil(ok)
+      assert.are.equal("protocol.not_object", err.code)
+    end
+  end)
+
+  it("cleans and redacts accessdenieddetail, as a string or as a table", function()
+    local secret = "tok-DETAIL-secret-42"
+    local _, e = map(403, '{"code":"x","accessdenieddetail":"a\\u0001b ' .. secret .. '"}', nil, nil, secret)
+    assert.are.equal("a b [redacted]", e.accessdenieddetail)
+    _, e = map(403, '{"code":"x","accessdenieddetail":{"requiredScopes":["s\\u0007",' .. '"' .. secret
+      .. '"],"n":3,"deep":{"a":{"b":{"c":{"d":1}}}}}}', nil, nil, secret)
+    assert.are.same({ "s ", "[redacted]" }, e.accessdenieddetail.requiredScopes)
+    assert.are.equal(3, e.accessdenieddetail.n)
+    assert.is_nil(e.accessdenieddetail.deep.a.b.c)   -- copied four levels deep at most
+  end)
+
+  it("keeps the length cap when the secret fills the body", function()
+    local secret = "tok-REPEAT-secret"
+    local _, e = map(502, secret:rep(500), nil, nil, secret)
+    assert.is_true(#e.excerpt <= 203, #e.excerpt)
+    assert.is_true(#e.message <= 120, #e.message)
+    assert.is_nil(e.excerpt:find(secret, 1, true))
+  end)
+
   it("refuses arguments that are not a response", function()
     assert.has_error(function() core.map("x", {}, "") end)
     assert.has_error(function() core.map(200, nil, "") end)

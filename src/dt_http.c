@@ -213,10 +213,13 @@ static void set_url(dt_http *h, const char *url) {
   size_t n;
   if (h->url && strcmp(h->url, url) == 0) return;
   free(h->url);
+  h->url = NULL;
+  /* Remembered only once libcurl has it: a failed setopt (out of memory)
+  ** must be tried again next time, not skipped. */
+  if (curl_easy_setopt(h->curl, CURLOPT_URL, url) != CURLE_OK) return;
   n = strlen(url) + 1;
   h->url = (char *)malloc(n);        /* NULL: no copy, set it every time */
   if (h->url) memcpy(h->url, url, n);
-  curl_easy_setopt(h->curl, CURLOPT_URL, url);
 }
 
 void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,

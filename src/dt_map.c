@@ -178,6 +178,42 @@ static int retryable_api(long status, const char *code) {
          strncmp(code, "Forbidden.AccessDenied.Qps", 26) == 0;
 }
 
+/* Pushes a cleaned copy of the decoded JSON value at idx: strings cleaned
+** and redacted like all server text, tables copied with the same care, at
+** most DT_DETAIL_DEPTH deep and DT_DETAIL_ITEMS entries each; other values
+** (numbers, booleans, cjson.null) as they are. */
+#define DT_DETAIL_DEPTH 4
+#define DT_DETAIL_ITEMS 64
+static void clean_value(lua_State *L, int idx, int depth, const dt_secret *secret) {
+  int type = lua_type(L, idx);
+  if (type == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    dt_push_clean(L, s, n, DT_TEXT_MAX, secret);
+  } else if (type == LUA_TTABLE) {
+    int items = 0, copy;
+    if (depth >= DT_DETAIL_DEPTH) {
+      lua_pushnil(L);
+      return;
+    }
+    luaL_checkstack(L, 6, "dingtalk: copying accessdenieddetail");
+    lua_newtable(L);
+    copy = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx) && items++ < DT_DETAIL_ITEMS) {
+      int kv = lua_gettop(L);          /* key at kv - 1, value at kv */
+      clean_value(L, kv - 1, depth + 1, secret);
+      clean_value(L, kv, depth + 1, secret);
+      if (!lua_isnil(L, -2)) lua_rawset(L, copy);
+      else lua_pop(L, 2);
+      lua_pop(L, 1);                   /* the value; the key stays for lua_next */
+    }
+    lua_settop(L, copy);
+  } else {
+    lua_pushvalue(L, idx);
+  }
+}
+
 static int map_api(lua_State *L, int top, int t, const dt_response *r) {
   size_t clen, mlen, rlen;
   const char *code = pick(L, t, "code", "Code", &clen);
@@ -205,12 +241,8 @@ static int map_api(lua_State *L, int top, int t, const dt_response *r) {
     lua_pop(L, 1);
     lua_getfield(L, t, "accessDeniedDetail");
   }
-  if (lua_type(L, -1) == LUA_TSTRING) {   /* server text like the rest */
-    size_t n;
-    const char *s = lua_tolstring(L, -1, &n);
-    dt_push_clean(L, s, n, DT_TEXT_MAX, &r->secret);
-    lua_remove(L, -2);
-  }
+  clean_value(L, lua_gettop(L), 0, &r->secret);   /* server text like the rest */
+  lua_remove(L, -2);
   lua_setfield(L, e, "accessdenieddetail");
   add_context(L, r);
   return finish(L, top);
