@@ -112,7 +112,8 @@ static int post_done(client *c) {
   return 2;
 }
 
-/* client:post(url, token, body [, result_field]) -> true, result | nil, error
+/* client:post(url, token, body [, result_field [, method]])
+**   -> true, result | nil, error   (method: POST, the default, GET, PUT, DELETE, PATCH)
 ** token nil: no access-token header (the token call itself). */
 static int client_post(lua_State *L) {
   client *c = check_client(L);
@@ -121,6 +122,8 @@ static int client_post(lua_State *L) {
   const char *token = lua_isnil(L, 3) ? NULL : luaL_checklstring(L, 3, &tlen);
   const char *body = luaL_checklstring(L, 4, &blen);
   const char *field = luaL_optstring(L, 5, NULL);
+  static const char *const methods[] = {"POST", "GET", "PUT", "DELETE", "PATCH", NULL};
+  int method = luaL_checkoption(L, 6, "POST", methods);
   dt_http_result res;
   dt_response r;
 
@@ -139,6 +142,7 @@ static int client_post(lua_State *L) {
       return argument_error(L, "argument.control_char", "token",
                             "token contains a control character");
   }
+  dt_http_method(&c->http, method);
   dt_http_post(&c->http, url, token, tlen, body, blen, &res);
   c->seq++;
   c->last_status = res.code ? 0 : res.status;

@@ -207,6 +207,19 @@ static void classify(dt_http *h, CURLcode rc, dt_http_result *out) {
   out->retryable = retry;
 }
 
+void dt_http_method(dt_http *h, int method) {
+  static const char *const names[] = {"POST", "GET", "PUT", "DELETE", "PATCH"};
+  if (method == h->method) return;
+  if (method == DT_GET) {
+    curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    curl_easy_setopt(h->curl, CURLOPT_HTTPGET, 1L);
+  } else {
+    curl_easy_setopt(h->curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, method == DT_POST ? NULL : names[method]);
+  }
+  h->method = method;
+}
+
 /* Sets the URL only when it changed: libcurl copies it on every setopt,
 ** and a client nearly always calls the same few paths. */
 static void set_url(dt_http *h, const char *url) {
@@ -246,8 +259,10 @@ void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
     h->with_token = with_token;
   }
   set_url(h, url);
-  curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
-  curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+  if (h->method != DT_GET) {
+    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+  }
   rc = curl_easy_perform(h->curl);
   /* the token lives no longer than the transfer */
   if (with_token) memset(h->token_line + prefix, 0, tlen);

@@ -51,6 +51,7 @@ typedef struct dt_http {
   struct curl_slist token_node;
   char token_line[sizeof DT_TOKEN_HEADER + DT_TOKEN_MAX];
   int with_token;                /* which list CURLOPT_HTTPHEADER holds */
+  int method;                    /* the method last set up (0: POST) */
   char *url;                     /* copy of the URL last set (NULL: none) */
   char *body;                    /* response body, NUL-terminated */
   size_t len, cap, max;
@@ -82,6 +83,12 @@ void dt_http_close(dt_http *h);
 ** alive for the call. */
 void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
                   const char *body, size_t len, dt_http_result *out);
+
+/* The methods the API uses; DT_POST is the default of every request. */
+enum { DT_POST = 0, DT_GET, DT_PUT, DT_DELETE, DT_PATCH };
+
+/* Makes the next dt_http_post send `method` (GET sends no body). */
+void dt_http_method(dt_http *h, int method);
 
 /* Drops a large response buffer so an odd big answer does not pin memory
 ** for the life of the client. */

@@ -208,10 +208,10 @@ mt.__index = mt
 
 -- Sends one request over this client's connection; returns ok, result|error.
 -- This is the transport seam: other transports plug in here.
-function mt:post(path, token, body, result_field)
+function mt:post(path, token, body, result_field, method)
   local nt = self._cosockets
   if nt and (self._force_ngx or nt.usable()) then
-    return nt.post(self, path, token, body, result_field)
+    return nt.post(self, path, token, body, result_field, method)
   end
   local urls = self._urls
   local url = urls[path]
@@ -224,7 +224,7 @@ function mt:post(path, token, body, result_field)
       self._nurls = self._nurls + 1
     end
   end
-  return core_post(self._core, url, token, body, result_field)
+  return core_post(self._core, url, token, body, result_field, method)
 end
 
 
@@ -261,15 +261,20 @@ local CALL_OPTS = { token = true, retries = true }
 -- body: a table (encoded as a JSON object) or a JSON string; nil is {}.
 -- opts: token (else the client's app credentials), retries (0 for an
 -- operation that must not run twice).
+local METHODS = { GET = true, POST = true, PUT = true, DELETE = true, PATCH = true }
+
 function mt:call(method, path, body, opts)
-  if method ~= "POST" then
-    fail("argument.method", "method", "call supports POST only")
+  if not METHODS[method] then
+    fail("argument.method", "method", "method must be GET, POST, PUT, DELETE or PATCH")
   end
   if type(path) ~= "string" or not str_find(path, "^/v%d+%.%d+/[%w%-%._~/]+$")
       or str_find(path, "..", 1, true) then
     fail("argument.path", "path", "path must look like /v1.0/robot/... (no query, no spaces)")
   end
-  if body == nil then
+  if method == "GET" then
+    if body ~= nil then fail("argument.body", "body", "a GET sends no body") end
+    body = ""
+  elseif body == nil then
     body = "{}"
   elseif type(body) == "table" then
     local ok, s = pcall(json.encode, body)
@@ -286,7 +291,7 @@ function mt:call(method, path, body, opts)
   if r ~= nil and (type(r) ~= "number" or r < 0 or r > 100 or r % 1 ~= 0) then
     fail("argument.option", "retries", "retries must be a whole number from 0 to 100")
   end
-  local ok, res = self:request(path, body, nil, { token = tok, retries = r })
+  local ok, res = self:request(path, body, nil, { token = tok, retries = r, method = method })
   if not ok then error(res, 0) end
   return res
 end

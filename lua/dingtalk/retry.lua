@@ -157,13 +157,13 @@ local NO_OPTS = {}
 
 function _M.request(client, path, body, result_field, ropts)
   ropts = ropts or NO_OPTS
-  return _M.run(client, path, body, result_field, ropts.token, ropts.auth, ropts.retries)
+  return _M.run(client, path, body, result_field, ropts.token, ropts.auth, ropts.retries, ropts.method)
 end
 
 
 -- The same with positional options: the per-call path of the robot
 -- operations, which builds no options table.
-function _M.run(client, path, body, result_field, token, auth, retries)
+function _M.run(client, path, body, result_field, token, auth, retries, method)
   local p = client._retry
   local tokens = client._tokens
   local managed = auth ~= false and token == nil and tokens ~= nil
@@ -184,10 +184,10 @@ function _M.run(client, path, body, result_field, token, auth, retries)
     attempt = attempt + 1
     local seq0 = watch and client._core.last and client._core:last()
     local t0 = watch and p.now()
-    local ok, res = client:post(path, token, body, result_field)
+    local ok, res = client:post(path, token, body, result_field, method)
     if ok and not watch then return true, res end
     local duration = t0 and (p.now() - t0) * 1000
-    local ev = { method = "POST", path = path, attempt = attempt, duration = duration, ok = ok == true }
+    local ev = { method = method or "POST", path = path, attempt = attempt, duration = duration, ok = ok == true }
     if ok then
       if seq0 then
         local seq, status, rid = client._core:last()

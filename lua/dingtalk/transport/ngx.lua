@@ -398,10 +398,10 @@ end
 
 local warned = setmetatable({}, { __mode = "k" })
 
--- post(client, path, token, body, result_field) -> true, result | nil, error
+-- post(client, path, token, body, result_field [, method]) -> true, result | nil, error
 -- The client is dingtalk.client's: endpoint, options (timeout,
 -- connect_timeout, max_body, user_agent, proxy, cafile).
-function _M.post(client, path, token, body, result_field)
+function _M.post(client, path, token, body, result_field, method)
   local n = ngx
   if not _M.usable() then
     local phase = type(n) == "table" and n.get_phase and n.get_phase() or "plain Lua"
@@ -433,15 +433,16 @@ function _M.post(client, path, token, body, result_field)
   end
   local ep = endpoint(client.endpoint, opts.cafile)
   local request = {
-    "POST ", ep.base, path, " HTTP/1.1\r\n",
+    method or "POST", " ", ep.base, path, " HTTP/1.1\r\n",
     "Host: ", ep.hosthdr, "\r\n",
     "User-Agent: ", opts.user_agent, "\r\n",
     token and "x-acs-dingtalk-access-token: " or "", token or "", token and "\r\n" or "",
     "Content-Type: application/json\r\n",
     "Accept: application/json\r\n",
-    "Content-Length: ", tostring(#body), "\r\n",
+    -- like libcurl: a GET carries no body and no Content-Length
+    method == "GET" and "" or "Content-Length: " .. #body .. "\r\n",
     "\r\n",
-    body,
+    method == "GET" and "" or body,
   }
   n.update_time()
   local now = n.now()
