@@ -133,7 +133,8 @@ describe("query_plugins, set_plugins, call", function()
 
   it("call refuses bad arguments before sending", function()
     local cases = {
-      { { "GET", "/v1.0/robot/plugins/query", {}, { token = TOKEN } }, "argument.method" },
+      { { "HEAD", "/v1.0/robot/plugins/query", {}, { token = TOKEN } }, "argument.method" },
+      { { "GET", "/v1.0/robot/plugins/query", {}, { token = TOKEN } }, "argument.body" },
       { { "POST", "https://evil.example/v1.0/x", {}, { token = TOKEN } }, "argument.path" },
       { { "POST", "/v1.0/x?y=1", {}, { token = TOKEN } }, "argument.path" },
       { { "POST", "/v1.0/../x", {}, { token = TOKEN } }, "argument.path" },
