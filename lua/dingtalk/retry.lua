@@ -163,7 +163,7 @@ end
 
 -- The same with positional options: the per-call path of the robot
 -- operations, which builds no options table.
-function _M.run(client, path, body, result_field, token, auth, retries, method)
+local function attempts(client, path, body, result_field, token, auth, retries, method, first_err)
   local p = client._retry
   local tokens = client._tokens
   local managed = auth ~= false and token == nil and tokens ~= nil
@@ -184,7 +184,12 @@ function _M.run(client, path, body, result_field, token, auth, retries, method)
     attempt = attempt + 1
     local seq0 = watch and client._core.last and client._core:last()
     local t0 = watch and p.now()
-    local ok, res = client:post(path, token, body, result_field, method)
+    local ok, res
+    if first_err then   -- the first attempt, already made by _M.run
+      ok, res, first_err = false, first_err, nil
+    else
+      ok, res = client:post(path, token, body, result_field, method)
+    end
     if ok and not watch then return true, res end
     local duration = t0 and (p.now() - t0) * 1000
     local ev = { method = method or "POST", path = path, attempt = attempt, duration = duration, ok = ok == true }
@@ -221,6 +226,18 @@ function _M.run(client, path, body, result_field, token, auth, retries, method)
     end
     if wait > 0 then p.sleep(wait) end
   end
+end
+
+
+function _M.run(client, path, body, result_field, token, auth, retries, method)
+  -- Nearly every call: no hook to feed, no token to manage, and success at
+  -- the first attempt. It costs one post and nothing else.
+  if client._on_request == nil and (token ~= nil or client._tokens == nil or auth == false) then
+    local ok, res = client:post(path, token, body, result_field, method)
+    if ok then return true, res end
+    return attempts(client, path, body, result_field, token, auth, retries, method, res)
+  end
+  return attempts(client, path, body, result_field, token, auth, retries, method)
 end
 
 
