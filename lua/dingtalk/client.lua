@@ -241,12 +241,6 @@ function mt:request(path, body, result_field, ropts)
 end
 
 
--- request with an explicit token (nil: the client's own), no options table.
-function mt:request_token(path, token, body, result_field)
-  return retry.run(self, path, body, result_field, token)
-end
-
-
 -- true when calls may omit the token (the client has app credentials).
 function mt:has_credentials()
   return self._tokens ~= nil

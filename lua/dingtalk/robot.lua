@@ -49,8 +49,6 @@ local function request(client, path, token, body, result_field)
   local ok, res
   if client._retry then   -- a dingtalk client: straight into its retry loop
     ok, res = retry_run(client, path, body, result_field, token)
-  elseif client.request_token then
-    ok, res = client:request_token(path, token, body, result_field)
   else   -- a bare transport (tests, other hosts): one attempt
     ok, res = client:post(path, token, body, result_field)
   end
