@@ -10,10 +10,12 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -std=c99 -Wall -Wextra -Werror -pedantic
 SHARED    = -fPIC -shared -fvisibility=hidden
-SRC       = src/dt_core.c src/dt_http.c src/dt_map.c src/dt_error.c
+SRC       = src/dt_core.c src/dt_curl.c src/dt_http.c src/dt_map.c src/dt_error.c
 HDR       = $(wildcard src/*.h)
+# libcurl's headers only: the core opens the library itself (src/dt_curl.h).
 CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS   = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+CORE_LIBS   = -ldl -lpthread
 # pkg-config names the Lua headers like the interpreters: lua5.1 ... luajit.
 lua_cflags  = $(shell pkg-config --cflags $(1) 2>/dev/null)
 
@@ -27,7 +29,7 @@ deps:          ## install the Debian packages the build, tests and demo need
 
 build/%/dingtalk/core.so: $(SRC) $(HDR)
 	@mkdir -p $(@D)
-	$(CC) $(WARN) $(CFLAGS) $(SHARED) $(call lua_cflags,$*) $(CURL_CFLAGS) $(SRC) -o $@ $(CURL_LIBS)
+	$(CC) $(WARN) $(CFLAGS) $(SHARED) $(call lua_cflags,$*) $(CURL_CFLAGS) $(SRC) -o $@ $(CORE_LIBS)
 
 build: build/$(LUA)/dingtalk/core.so   ## build the core for $(LUA)
 

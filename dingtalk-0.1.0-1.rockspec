@@ -21,18 +21,19 @@ dependencies = {
   "lua-cjson >= 2.1.0",
 }
 external_dependencies = {
-  -- library only: LuaRocks finds Debian's multiarch libcurl, and the
-  -- compiler finds <curl/curl.h> on its own multiarch include path.
+  -- The core needs libcurl's headers and opens the library itself at
+  -- require time (src/dt_curl.h). The check names the library: LuaRocks
+  -- finds Debian's multiarch libcurl, and the compiler finds <curl/curl.h>
+  -- on its own multiarch include path.
   CURL = { library = "curl" },
 }
 build = {
   type = "builtin",
   modules = {
     ["dingtalk.core"] = {
-      sources = { "src/dt_core.c", "src/dt_http.c", "src/dt_map.c", "src/dt_error.c" },
-      libraries = { "curl" },
+      sources = { "src/dt_core.c", "src/dt_curl.c", "src/dt_http.c", "src/dt_map.c", "src/dt_error.c" },
+      libraries = { "dl", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
     },
     -- lua/ is copied whole by the builtin backend; listed for the reader.
     ["dingtalk"] = "lua/dingtalk.lua",

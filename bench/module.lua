@@ -8,7 +8,8 @@
 --   --lat    time every call (p50/p99); off for the callgrind runs
 --   --new    a new client (dingtalk.new, closed after the call) per call
 --   --mem    VmRSS (and the Lua heap) after those many calls
---   --quiet  no clock helper, no output: the cold-start run
+--   --quiet  no clock helper, no output: the request capture (the cold
+--            start has its own script, bench/cold.lua)
 -- Needs LUA_PATH/LUA_CPATH to reach lua/, build/<lua>/ and, unless --quiet,
 -- bench/out/<lua>/benchclock.so.
 local endpoint, calls = arg[1], tonumber(arg[2])
@@ -57,7 +58,7 @@ local function fail(n, v)
   os.exit(1)
 end
 
-if quiet then   -- cold start: require (above), a client, one call, exit
+if quiet then   -- require (above), a client, the calls, no output
   local c = dingtalk.new{ endpoint = endpoint }
   for n = 1, calls do
     local v = c.robot.clear_plugins{ robotCode = ROBOT, token = TOKEN }

@@ -15,7 +15,7 @@ ASAN_SHARED  = $(if $(filter clang%,$(ASAN_CC)),-shared-libasan)
 # An explicit rule: the build/%/dingtalk/core.so pattern does not fit here.
 build/asan/lua5.4/dingtalk/core.so: $(SRC) $(HDR)
 	@mkdir -p $(@D)
-	$(ASAN_CC) $(WARN) $(ASAN_CFLAGS) $(ASAN_SHARED) $(SHARED) $(call lua_cflags,lua5.4) $(CURL_CFLAGS) $(SRC) -o $@ $(CURL_LIBS)
+	$(ASAN_CC) $(WARN) $(ASAN_CFLAGS) $(ASAN_SHARED) $(SHARED) $(call lua_cflags,lua5.4) $(CURL_CFLAGS) $(SRC) -o $@ $(CORE_LIBS)
 
 build/asan/preload.so: fuzz/asan_preload.c
 	@mkdir -p $(@D)

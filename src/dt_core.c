@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "dt_compat.h"
+#include "dt_curl.h"
 #include "dt_error.h"
 #include "dt_http.h"
 #include "dt_map.h"
@@ -381,7 +382,7 @@ static const luaL_Reg core_functions[] = {
 ** require time; that memory is lost each time Lua closes a state and
 ** dlcloses the module. */
 static void push_curl_version(lua_State *L) {
-  const curl_version_info_data *d = curl_version_info(CURLVERSION_NOW);
+  const curl_version_info_data *d = dt_curl.version_info(CURLVERSION_NOW);
   lua_pushfstring(L, "libcurl/%s", d->version);
   if (d->ssl_version) lua_pushfstring(L, " %s", d->ssl_version);
   else lua_pushliteral(L, "");
@@ -391,6 +392,8 @@ static void push_curl_version(lua_State *L) {
 }
 
 DT_EXPORT int luaopen_dingtalk_core(lua_State *L) {
+  const char *err = dt_curl_open();
+  if (err) return luaL_error(L, "dingtalk.core: %s", err);
   dt_map_init(L);
   dt_error_init(L);
   if (luaL_newmetatable(L, DT_CLIENT_MT)) {

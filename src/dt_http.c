@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dt_curl.h"
 #include "dt_http.h"
 
 /* Starts at the size of a typical answer and grows by doubling. */
@@ -73,36 +74,27 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud) {
 }
 
 const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
-  static int global_done = 0;
   struct curl_slist *l;
   CURL *c;
+  const char *err = dt_curl_open();   /* done by require already; cheap */
 
-  /* curl_global_init once per process and never cleaned up: other users of
-  ** libcurl in the same process (nginx modules, other rocks) may still need
-  ** it. It is thread-safe from libcurl 7.84 on; older ones want it called
-  ** from the main thread, which require() at start-up is. */
-  if (!global_done) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-      return "curl_global_init failed";
-    global_done = 1;
-  }
-
+  if (err) return err;
   memset(h, 0, sizeof *h);
   h->max = o->max_body;
-  h->curl = c = curl_easy_init();
+  h->curl = c = dt_curl.easy_init();
   if (c == NULL) return "curl_easy_init failed";
 
-  l = curl_slist_append(NULL, "Content-Type: application/json");
+  l = dt_curl.slist_append(NULL, "Content-Type: application/json");
   if (l) h->headers = l;
-  if (l) l = curl_slist_append(h->headers, "Accept: application/json");
+  if (l) l = dt_curl.slist_append(h->headers, "Accept: application/json");
   /* An empty Expect: stops libcurl waiting for "100 Continue". */
-  if (l) l = curl_slist_append(h->headers, "Expect:");
+  if (l) l = dt_curl.slist_append(h->headers, "Expect:");
   if (l == NULL) return "out of memory";
   h->token_node.data = h->token_line;
   h->token_node.next = h->headers;
 
 #define SET(opt, val) \
-  if (curl_easy_setopt(c, opt, val) != CURLE_OK) return "curl_easy_setopt " #opt " failed"
+  if (dt_curl.easy_setopt(c, opt, val) != CURLE_OK) return "curl_easy_setopt " #opt " failed"
   /* Signals are not ours to take: nginx and threaded hosts rely on theirs. */
   SET(CURLOPT_NOSIGNAL, 1L);
   SET(CURLOPT_ERRORBUFFER, h->errbuf);
@@ -133,8 +125,8 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
 }
 
 void dt_http_close(dt_http *h) {
-  if (h->curl) curl_easy_cleanup(h->curl);
-  if (h->headers) curl_slist_free_all(h->headers);
+  if (h->curl) dt_curl.easy_cleanup(h->curl);
+  if (h->headers) dt_curl.slist_free_all(h->headers);
   free(h->body);
   free(h->url);
   h->curl = NULL;
@@ -202,7 +194,7 @@ static void classify(dt_http *h, CURLcode rc, dt_http_result *out) {
   if (rc == CURLE_FILESIZE_EXCEEDED || (rc == CURLE_WRITE_ERROR && h->too_large))
     out->message = "response body larger than max_body";
   else
-    out->message = h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc);
+    out->message = h->errbuf[0] ? h->errbuf : dt_curl.easy_strerror(rc);
   out->code = code;
   out->retryable = retry;
 }
@@ -211,11 +203,11 @@ void dt_http_method(dt_http *h, int method) {
   static const char *const names[] = {"POST", "GET", "PUT", "DELETE", "PATCH"};
   if (method == h->method) return;
   if (method == DT_GET) {
-    curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, (char *)NULL);
-    curl_easy_setopt(h->curl, CURLOPT_HTTPGET, 1L);
+    dt_curl.easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    dt_curl.easy_setopt(h->curl, CURLOPT_HTTPGET, 1L);
   } else {
-    curl_easy_setopt(h->curl, CURLOPT_POST, 1L);
-    curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, method == DT_POST ? NULL : names[method]);
+    dt_curl.easy_setopt(h->curl, CURLOPT_POST, 1L);
+    dt_curl.easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, method == DT_POST ? NULL : names[method]);
   }
   h->method = method;
 }
@@ -229,7 +221,7 @@ static void set_url(dt_http *h, const char *url) {
   h->url = NULL;
   /* Remembered only once libcurl has it: a failed setopt (out of memory)
   ** must be tried again next time, not skipped. */
-  if (curl_easy_setopt(h->curl, CURLOPT_URL, url) != CURLE_OK) return;
+  if (dt_curl.easy_setopt(h->curl, CURLOPT_URL, url) != CURLE_OK) return;
   n = strlen(url) + 1;
   h->url = (char *)malloc(n);        /* NULL: no copy, set it every time */
   if (h->url) memcpy(h->url, url, n);
@@ -255,15 +247,15 @@ void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
     h->token_line[prefix + tlen] = '\0';
   }
   if (with_token != h->with_token) {
-    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, with_token ? &h->token_node : h->headers);
+    dt_curl.easy_setopt(h->curl, CURLOPT_HTTPHEADER, with_token ? &h->token_node : h->headers);
     h->with_token = with_token;
   }
   set_url(h, url);
   if (h->method != DT_GET) {
-    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    dt_curl.easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
+    dt_curl.easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
   }
-  rc = curl_easy_perform(h->curl);
+  rc = dt_curl.easy_perform(h->curl);
   /* the token lives no longer than the transfer */
   if (with_token) memset(h->token_line + prefix, 0, tlen);
 
@@ -271,6 +263,6 @@ void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
     classify(h, rc, out);
     return;
   }
-  curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
+  dt_curl.easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
   out->status = status;
 }

@@ -1,0 +1,68 @@
+/*
+** dt_curl.c: opens libcurl with lazy binding (see dt_curl.h for why).
+*/
+/* dlopen and pthread_once are POSIX, not C99. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dt_curl.h"
+
+dt_curl_api dt_curl;
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static const char *failure = "libcurl not opened";
+static char failure_buf[256];
+
+static const char *fail_with(const char *what, const char *detail) {
+  snprintf(failure_buf, sizeof failure_buf, "%s: %s", what, detail ? detail : "unknown error");
+  return failure_buf;
+}
+
+/* dlsym returns an object pointer; POSIX guarantees a function pointer has
+** the same size and representation, and memcpy says so without the cast
+** ISO C forbids. The typedef stops the build where that does not hold. */
+typedef char dt_fnptr_is_pointer_sized[sizeof(void (*)(void)) == sizeof(void *) ? 1 : -1];
+
+#define LOAD(field, name)                                                \
+  do {                                                                   \
+    void *sym = dlsym(lib, name);                                        \
+    if (sym == NULL) return fail_with("libcurl lacks " name, dlerror()); \
+    memcpy(&api.field, &sym, sizeof sym);                                \
+  } while (0)
+
+static const char *load(void) {
+  dt_curl_api api;
+  void *lib = dlopen(DT_LIBCURL, RTLD_LAZY | RTLD_LOCAL);
+  if (lib == NULL) return fail_with("cannot open " DT_LIBCURL, dlerror());
+  /* Never closed: curl_global_init is never undone either (other users of
+  ** libcurl in the process may need it). */
+  LOAD(global_init, "curl_global_init");
+  LOAD(version_info, "curl_version_info");
+  LOAD(easy_init, "curl_easy_init");
+  LOAD(easy_setopt, "curl_easy_setopt");
+  LOAD(easy_perform, "curl_easy_perform");
+  LOAD(easy_getinfo, "curl_easy_getinfo");
+  LOAD(easy_strerror, "curl_easy_strerror");
+  LOAD(easy_cleanup, "curl_easy_cleanup");
+  LOAD(slist_append, "curl_slist_append");
+  LOAD(slist_free_all, "curl_slist_free_all");
+  /* Once per process, here: it is not thread-safe before libcurl 7.84, and
+  ** pthread_once makes this the only thread running it. */
+  if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    return "curl_global_init failed";
+  dt_curl = api;
+  return NULL;
+}
+
+static void open_once(void) {
+  failure = load();
+}
+
+const char *dt_curl_open(void) {
+  if (pthread_once(&once, open_once) != 0) return "pthread_once failed";
+  return failure;
+}

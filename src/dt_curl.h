@@ -1,0 +1,57 @@
+/*
+** dt_curl.h: the libcurl functions the core calls, reached through a table
+** that dt_curl_open fills once per process.
+**
+** Why not link libcurl: Lua's loader opens a C module with RTLD_NOW, and
+** the dynamic linker applies that mode to everything the module pulls in.
+** Linked, libcurl and its ~30 libraries (OpenSSL, GnuTLS, Kerberos, LDAP,
+** ...) would have every symbol bound at require time, nearly all of them
+** never called: ~3M instructions, a fifth of a cold start (bench/README.md).
+** Opened here with RTLD_LAZY, only what a call reaches gets bound.
+*/
+#ifndef DT_CURL_H
+#define DT_CURL_H
+
+#include <curl/curl.h>
+
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
+/* The library opened when the build names none (-DDT_LIBCURL=...): the
+** soname libcurl has kept since 7.16. */
+#ifndef DT_LIBCURL
+#if defined(__APPLE__)
+#define DT_LIBCURL "libcurl.4.dylib"
+#else
+#define DT_LIBCURL "libcurl.so.4"
+#endif
+#endif
+
+/* The prototypes are libcurl's own (curl/curl.h). */
+typedef struct dt_curl_api {
+  CURLcode (*global_init)(long flags);
+  curl_version_info_data *(*version_info)(CURLversion stamp);
+  CURL *(*easy_init)(void);
+  CURLcode (*easy_setopt)(CURL *curl, CURLoption option, ...);
+  CURLcode (*easy_perform)(CURL *curl);
+  CURLcode (*easy_getinfo)(CURL *curl, CURLINFO info, ...);
+  const char *(*easy_strerror)(CURLcode code);
+  void (*easy_cleanup)(CURL *curl);
+  struct curl_slist *(*slist_append)(struct curl_slist *list, const char *s);
+  void (*slist_free_all)(struct curl_slist *list);
+} dt_curl_api;
+
+/* Filled by dt_curl_open; read-only after it returned NULL. */
+extern dt_curl_api dt_curl;
+
+/* Opens libcurl, resolves the table and runs curl_global_init, once per
+** process (thread-safe). Returns NULL, or a message saying what failed;
+** the same message on every later call. */
+const char *dt_curl_open(void);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+
+#endif
