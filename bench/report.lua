@@ -76,9 +76,10 @@ local function row(name, f, m, unit, target, higher_better, ratio)
   rows[#rows + 1] = { name, fmt(f, unit), fmt(m, unit), ratio and string.format("%.2f", ratio) or "", verdict }
 end
 
-local coldf, coldm = {}, {}
+local coldf, coldm, coldc = {}, {}, {}
 for _, r in ipairs(R.cold or {}) do
-  table.insert(r.impl == "floor" and coldf or coldm, r.us / 1000)
+  local t = r.impl == "floor" and coldf or r.impl == "core" and coldc or coldm
+  t[#t + 1] = r.us / 1000
 end
 local ncold = #coldf
 
@@ -105,6 +106,10 @@ row(string.format("peak RSS, kB (run of %s / %s calls)", fmt(floormem, "int"), f
     pick("mem", "module", nil, "hwm_kb"), "int", 1.30, false)
 row("cold start, ms (exec to first call done)", median(coldf), median(coldm), "%.2f", 1.20, false)
 row("cold start, instructions", cg.floor_cold, cg.module_cold, "int")
+-- The same call through dingtalk.core directly (bench/cold_core.lua): what
+-- the interpreter and the C core cost before any of the Lua layer.
+row("cold start of the C core alone, ms (no Lua layer)", median(coldf), median(coldc), "%.2f")
+row("cold start of the C core alone, instructions", cg.floor_cold, cg.core_cold, "int")
 row("new client per call: calls per second", pick("new", "floor", "new", "cps"),
     pick("new", "module", "new", "cps"), "int")
 row("new client per call: p50 latency, us", pick("new", "floor", "new", "p50_us"),
