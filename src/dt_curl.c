@@ -35,9 +35,16 @@ typedef char dt_fnptr_is_pointer_sized[sizeof(void (*)(void)) == sizeof(void *) 
   } while (0)
 
 static const char *load(void) {
+  static const char *const names[] = {DT_LIBCURL_NAMES};
   dt_curl_api api;
-  void *lib = dlopen(DT_LIBCURL, RTLD_LAZY | RTLD_LOCAL);
-  if (lib == NULL) return fail_with("cannot open " DT_LIBCURL, dlerror());
+  void *lib = NULL;
+  size_t i;
+  for (i = 0; lib == NULL && i < sizeof names / sizeof names[0]; i++) {
+    lib = dlopen(names[i], RTLD_LAZY | RTLD_LOCAL);
+    /* the first name's reason is the one worth reporting */
+    if (lib == NULL && i == 0) fail_with("cannot open libcurl", dlerror());
+  }
+  if (lib == NULL) return failure_buf;
   /* Never closed: curl_global_init is never undone either (other users of
   ** libcurl in the process may need it). */
   LOAD(global_init, "curl_global_init");

@@ -18,14 +18,16 @@
 #pragma GCC visibility push(hidden)
 #endif
 
-/* The library opened when the build names none (-DDT_LIBCURL=...): the
-** soname libcurl has kept since 7.16. */
-#ifndef DT_LIBCURL
-#if defined(__APPLE__)
-#define DT_LIBCURL "libcurl.4.dylib"
+/* The names tried, in order, unless the build names one library
+** (-DDT_LIBCURL=\"...\"): the soname libcurl has kept since 7.16; the
+** development link, which is the flavour the headers came with; and
+** Debian's GnuTLS flavour, for a machine that has only that one. */
+#if defined(DT_LIBCURL)
+#define DT_LIBCURL_NAMES DT_LIBCURL
+#elif defined(__APPLE__)
+#define DT_LIBCURL_NAMES "libcurl.4.dylib", "libcurl.dylib"
 #else
-#define DT_LIBCURL "libcurl.so.4"
-#endif
+#define DT_LIBCURL_NAMES "libcurl.so.4", "libcurl.so", "libcurl-gnutls.so.4"
 #endif
 
 /* The prototypes are libcurl's own (curl/curl.h). */
