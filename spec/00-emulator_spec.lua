@@ -17,15 +17,8 @@ local function lua_interpreter()
     return (arg and arg[i]) or "lua5.4"
 end
 
-local function sh(cmd)
-    local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"", "r")
-    local out = p:read("*a")
-    p:close()
-    local rc = tonumber(out:match("rc=(%d+)%s*$"))
-    return rc, (out:gsub("rc=%d+%s*$", ""))
-end
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local shell = require "spec.helpers.shell"
+local sh, q = shell.sh, shell.q
 
 local main_prefix -- of the emulator shared by the first describe
 

@@ -3,20 +3,14 @@
 -- not bind every symbol of libcurl's ~30 libraries; and a clear error from
 -- require when the library cannot be opened. Each case runs a fresh
 -- interpreter, the same one as the suite.
-local LUA = rawget(_G, "jit") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+local shell = require "spec.helpers.shell"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local LUA, q, sh = shell.LUA, shell.q, shell.sh
 
 -- run(cpath, code [, env]) -> exit status, output (stdout and stderr)
 local function run(cpath, code, env)
-  local p = io.popen(table.concat({
-    "env -u LUA_PATH_5_1 -u LUA_PATH_5_2 -u LUA_PATH_5_3 -u LUA_PATH_5_4",
-    "-u LUA_CPATH_5_1 -u LUA_CPATH_5_2 -u LUA_CPATH_5_3 -u LUA_CPATH_5_4",
-    env or "", "LUA_PATH=" .. q("./lua/?.lua;;"), "LUA_CPATH=" .. q(cpath .. ";;"),
-    LUA, "-e", q(code), "2>&1; echo rc=$?" }, " "))
-  local out = p:read("*a")
-  p:close()
-  return tonumber(out:match("rc=(%d+)%s*$")), out:gsub("rc=%d+%s*$", "")
+  return sh(table.concat({ env or "", shell.lua_env("./lua/?.lua;;", cpath .. ";;"),
+                           LUA, "-e", q(code) }, " "))
 end
 
 local CPATH = package.cpath:match("^[^;]+")   -- ./build/<lua>/?.so, from tools/test
@@ -24,9 +18,7 @@ local CPATH = package.cpath:match("^[^;]+")   -- ./build/<lua>/?.so, from tools/
 describe("libcurl, opened by the core", function()
   it("is not linked into core.so", function()
     local so = CPATH:gsub("%?", "dingtalk/core")
-    local p = io.popen("ldd " .. q(so) .. " 2>&1")
-    local out = p:read("*a")
-    p:close()
+    local _, out = sh("ldd " .. q(so))
     assert.matches("libc%.so", out)   -- ldd did read the file
     assert.not_matches("libcurl", out)
   end)
@@ -59,17 +51,16 @@ describe("libcurl, opened by the core", function()
     local cc = "mkdir -p " .. q(dir .. "/dingtalk") .. " && cc -std=c99 -Wall -Wextra -Werror -O1 -fPIC -shared "
       .. "-fvisibility=hidden $(pkg-config --cflags " .. LUA .. " libcurl) "
       .. "'-DDT_LIBCURL=\"libdingtalk-absent.so.0\"' "
-      .. "src/dt_core.c src/dt_curl.c src/dt_http.c src/dt_map.c src/dt_error.c "
-      .. "-o " .. q(dir .. "/dingtalk/core.so") .. " -ldl -lpthread 2>&1"
-    local p = io.popen(cc)
-    local out = p:read("*a")
-    p:close()
+      .. "src/*.c "
+      .. "-o " .. q(dir .. "/dingtalk/core.so") .. " -ldl -lpthread"
+    local rc, out = sh(cc)
+    assert.are.equal(0, rc, out)
     assert.are.equal("", out)
     -- the core itself, then the module as a user requires it (a fresh
     -- interpreter each: 5.1 remembers a failed require as a loop)
     for _, mod in ipairs{ "dingtalk.core", "dingtalk" } do
-      local rc, res = run(dir .. "/?.so", "print(pcall(require, '" .. mod .. "'))")
-      assert.are.equal(0, rc, res)
+      local status, res = run(dir .. "/?.so", "print(pcall(require, '" .. mod .. "'))")
+      assert.are.equal(0, status, res)
       assert.matches("^false\t[^\n]*dingtalk%.core: cannot open libcurl: "
                      .. "libdingtalk%-absent%.so%.0: cannot open shared object file", res)
     end

@@ -7,9 +7,9 @@ local emulator = require "spec.helpers.emulator"
 local TOKEN = "tok-cli-spec-Hq8-0123456789abcdef"
 local SECRET = "sec-cli-spec-Zr4-app-secret-abcdef"
 
-local LUA = rawget(_G, "jit") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+local shell = require "spec.helpers.shell"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local LUA, q = shell.LUA, shell.q
 
 local function read(path)
   local f = io.open(path, "rb")
@@ -24,10 +24,9 @@ local outputs = {}   -- every stdout and stderr, searched for secrets at the end
 
 -- run(args, env [, stdin]) -> exit code, stdout, stderr
 local function run(args, env, stdin)
-  local parts = { "env -u LUA_PATH_5_1 -u LUA_PATH_5_2 -u LUA_PATH_5_3 -u LUA_PATH_5_4",
-                  "-u DINGTALK_ACCESS_TOKEN -u DINGTALK_APP_KEY -u DINGTALK_APP_SECRET -u DINGTALK_ENDPOINT",
-                  "LUA_PATH=" .. q("./lua/?.lua;./lua/?/init.lua;" .. package.path),
-                  "LUA_CPATH=" .. q(package.cpath) }
+  local parts = { shell.lua_env("./lua/?.lua;./lua/?/init.lua;" .. package.path, package.cpath,
+                                { "DINGTALK_ACCESS_TOKEN", "DINGTALK_APP_KEY", "DINGTALK_APP_SECRET",
+                                  "DINGTALK_ENDPOINT" }) }
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
   parts[#parts + 1] = LUA .. " bin/dingtalk"
   for _, a in ipairs(args) do parts[#parts + 1] = q(a) end

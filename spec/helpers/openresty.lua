@@ -225,9 +225,7 @@ http {
 }
 ]]
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q = require("spec.helpers.shell").q
 
 local function run(cmd)
   local a = os.execute(cmd)
