@@ -12,7 +12,8 @@ WARN      = -std=c99 -Wall -Wextra -Werror -pedantic
 SHARED    = -fPIC -shared -fvisibility=hidden
 SRC       = src/dt_core.c src/dt_curl.c src/dt_http.c src/dt_map.c src/dt_error.c
 HDR       = $(wildcard src/*.h)
-# libcurl's headers only: the core opens the library itself (src/dt_curl.h).
+# The core takes libcurl's headers only and opens the library itself
+# (src/dt_curl.h); CURL_LIBS links the bench's plain-C floor.
 CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS   = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 CORE_LIBS   = -ldl -lpthread

@@ -13,7 +13,7 @@ FUZZ_LIBDIR   = /usr/lib/x86_64-linux-gnu
 FUZZ_CFLAGS   = -g -O1 -std=c99 -Wall -Wextra -Werror \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer
-FUZZ_LIBS     = $(FUZZ_LIBDIR)/liblua5.4-cjson.a $(FUZZ_LIBDIR)/liblua5.4.a $(CURL_LIBS) -lm -ldl
+FUZZ_LIBS     = $(FUZZ_LIBDIR)/liblua5.4-cjson.a $(FUZZ_LIBDIR)/liblua5.4.a $(CORE_LIBS) -lm
 FUZZ_ARGS     = -max_len=4096 -timeout=10 -rss_limit_mb=2048 -dict=fuzz/map.dict \
                 -artifact_prefix=$(FUZZ_OUT)/ -print_final_stats=1
 

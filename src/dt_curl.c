@@ -14,7 +14,7 @@
 dt_curl_api dt_curl;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static const char *failure = "libcurl not opened";
+static const char *failure;   /* set by open_once */
 static char failure_buf[256];
 
 static const char *fail_with(const char *what, const char *detail) {
@@ -37,14 +37,16 @@ typedef char dt_fnptr_is_pointer_sized[sizeof(void (*)(void)) == sizeof(void *) 
 static const char *load(void) {
   static const char *const names[] = {DT_LIBCURL_NAMES};
   dt_curl_api api;
+  const char *err = NULL;
   void *lib = NULL;
   size_t i;
-  for (i = 0; lib == NULL && i < sizeof names / sizeof names[0]; i++) {
+  for (i = 0; i < sizeof names / sizeof names[0]; i++) {
     lib = dlopen(names[i], RTLD_LAZY | RTLD_LOCAL);
+    if (lib != NULL) break;
     /* the first name's reason is the one worth reporting */
-    if (lib == NULL && i == 0) fail_with("cannot open libcurl", dlerror());
+    if (i == 0) err = fail_with("cannot open libcurl", dlerror());
   }
-  if (lib == NULL) return failure_buf;
+  if (lib == NULL) return err;
   /* Never closed: curl_global_init is never undone either (other users of
   ** libcurl in the process may need it). */
   LOAD(global_init, "curl_global_init");
