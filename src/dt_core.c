@@ -113,9 +113,11 @@ static int post_done(client *c) {
   return 2;
 }
 
-/* client:post(url, token, body [, result_field [, method]])
+/* client:post(url, token, body [, result_field [, method [, once [, secret]]]])
 **   -> true, result | nil, error   (method: POST, the default, GET, PUT, DELETE, PATCH)
-** token nil: no access-token header (the token call itself). */
+** token nil: no access-token header (the token call itself). once true: the
+** request goes on the wire at most once (no transparent re-send). secret: a
+** second secret (the app secret) taken out of every text the server sent. */
 static int client_post(lua_State *L) {
   client *c = check_client(L);
   size_t tlen = 0, blen, i;
@@ -125,6 +127,10 @@ static int client_post(lua_State *L) {
   const char *field = luaL_optstring(L, 5, NULL);
   static const char *const methods[] = {"POST", "GET", "PUT", "DELETE", "PATCH", NULL};
   int method = luaL_checkoption(L, 6, "POST", methods);
+  int once = lua_toboolean(L, 7);
+  size_t slen = 0;
+  const char *secret = luaL_optlstring(L, 8, NULL, &slen);
+  dt_secrets sec;
   dt_http_result res;
   dt_response r;
 
@@ -143,19 +149,21 @@ static int client_post(lua_State *L) {
       return argument_error(L, "argument.control_char", "token",
                             "token contains a control character");
   }
+  sec.s[0] = token;
+  sec.len[0] = tlen;
+  sec.s[1] = secret;
+  sec.len[1] = slen;
+  (void)once;                        /* TODO(transport): fresh connection */
   dt_http_method(&c->http, method);
   dt_http_post(&c->http, url, token, tlen, body, blen, &res);
   c->seq++;
   c->last_status = res.code ? 0 : res.status;
 
   if (res.code) {
-    dt_secret s;
-    s.s = token;
-    s.len = tlen;
     c->busy = 1;                     /* until post_done: see client_close */
     lua_pushnil(L);
     dt_error_push(L, "transport", res.code, NULL, 0, res.retryable);
-    dt_error_setclean(L, "message", res.message, strlen(res.message), 512, &s);
+    dt_error_setclean(L, "message", res.message, strlen(res.message), 512, &sec);
     return post_done(c);
   }
   c->busy = 1;                       /* until post_done: see client_close */
@@ -166,8 +174,7 @@ static int client_post(lua_State *L) {
   r.trace_id = c->http.hdr.trace_id;
   r.retry_after = c->http.hdr.retry_after;
   r.result_field = field;
-  r.secret.s = token;
-  r.secret.len = tlen;
+  r.secrets = sec;
   dt_map_push(L, &r);
   return post_done(c);
 }
@@ -213,12 +220,36 @@ static int client_tostring(lua_State *L) {
   return 1;
 }
 
+/* Argument i (a string, or nil for none) as secret k. */
+static void opt_secret(lua_State *L, int i, dt_secrets *sec, int k) {
+  sec->s[k] = luaL_optlstring(L, i, NULL, &sec->len[k]);
+  if (sec->s[k] == NULL) sec->len[k] = 0;
+}
+
+/* core.redact(v, secret [, secret2]) -> v with both secrets taken out when
+** it is a string (see dt_error.h), v itself otherwise. For text made outside
+** the core (Lua-made errors, hook events) before it reaches a caller. */
+static int core_redact(lua_State *L) {
+  dt_secrets sec;
+  size_t len;
+  const char *s;
+  opt_secret(L, 2, &sec, 0);
+  opt_secret(L, 3, &sec, 1);
+  if (lua_type(L, 1) != LUA_TSTRING) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  s = lua_tolstring(L, 1, &len);
+  dt_push_redacted(L, s, len, &sec);
+  return 1;
+}
+
 static const char *header_field(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
   return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
 }
 
-/* core.map(status, headers, body [, result_field [, secret]])
+/* core.map(status, headers, body [, result_field [, secret [, secret2]]])
 **   -> true, result | nil, error
 ** The mapping on its own, for transports other than libcurl. `headers` has
 ** lowercase names. */
@@ -228,8 +259,8 @@ static int core_map(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   r.body = luaL_checklstring(L, 3, &r.len);
   r.result_field = luaL_optstring(L, 4, NULL);
-  r.secret.s = luaL_optlstring(L, 5, NULL, &r.secret.len);
-  if (r.secret.s == NULL) r.secret.len = 0;
+  opt_secret(L, 5, &r.secrets, 0);
+  opt_secret(L, 6, &r.secrets, 1);
   luaL_argcheck(L, status >= 100 && status <= 999, 1, "not an HTTP status");
   r.status = (long)status;
   r.request_id = header_field(L, 2, "x-acs-request-id");
@@ -366,6 +397,7 @@ static const luaL_Reg core_functions[] = {
   {"new_client", core_new_client},
   {"post", client_post},                /* = client:post, without the method lookup */
   {"map", core_map},
+  {"redact", core_redact},
   {"error", core_error},
   {"is_error", core_is_error},
   {"printable", core_printable},

@@ -33,24 +33,55 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
   return need;
 }
 
+/* Length of the secret that starts at p (n bytes left), or 0. */
+static size_t secret_at(const unsigned char *p, size_t n, const dt_secrets *secrets) {
+  int k;
+  if (secrets == NULL) return 0;
+  for (k = 0; k < DT_SECRETS_MAX; k++) {
+    size_t sl = secrets->len[k];
+    if (secrets->s[k] && sl >= DT_SECRET_MIN && n >= sl && memcmp(p, secrets->s[k], sl) == 0)
+      return sl;
+  }
+  return 0;
+}
+
+void dt_push_redacted(lua_State *L, const char *s, size_t len,
+                      const dt_secrets *secrets) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0, start = 0;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  while (i < len) {
+    size_t n = secret_at(p + i, len - i, secrets);
+    if (n) {
+      luaL_addlstring(&b, s + start, i - start);
+      luaL_addstring(&b, "[redacted]");
+      i += n;
+      start = i;
+    } else
+      i++;
+  }
+  luaL_addlstring(&b, s + start, len - start);
+  luaL_pushresult(&b);
+}
+
 void dt_push_clean(lua_State *L, const char *s, size_t len, size_t max,
-                   const dt_secret *secret) {
+                   const dt_secrets *secrets) {
   static const char redacted[] = "[redacted]";
   const unsigned char *p = (const unsigned char *)s;
   size_t i = 0, out = 0;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   while (i < len) {
-    size_t n;
-    if (secret && secret->len >= DT_SECRET_MIN && len - i >= secret->len &&
-        memcmp(p + i, secret->s, secret->len) == 0) {
+    size_t n = secret_at(p + i, len - i, secrets);
+    if (n) {
       if (out + sizeof redacted - 1 > max) {   /* the cap holds here too */
         luaL_addstring(&b, "...");
         break;
       }
       luaL_addstring(&b, redacted);
       out += sizeof redacted - 1;
-      i += secret->len;
+      i += n;
       continue;
     }
     n = utf8_len(p + i, len - i);
@@ -73,8 +104,8 @@ void dt_push_clean(lua_State *L, const char *s, size_t len, size_t max,
 }
 
 void dt_error_setclean(lua_State *L, const char *k, const char *s, size_t len,
-                       size_t max, const dt_secret *secret) {
-  dt_push_clean(L, s, len, max, secret);
+                       size_t max, const dt_secrets *secrets) {
+  dt_push_clean(L, s, len, max, secrets);
   lua_setfield(L, -2, k);
 }
 

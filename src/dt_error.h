@@ -19,10 +19,14 @@
 
 #define DT_ERROR_MT "dingtalk.error"
 
-typedef struct dt_secret {
-  const char *s;                 /* NULL or empty: nothing to redact */
-  size_t len;
-} dt_secret;
+/* What must never appear in server text we keep: the access token of the
+** call and, on a client with app credentials, the app secret. An entry with
+** s NULL or len 0 is unused. */
+#define DT_SECRETS_MAX 2
+typedef struct dt_secrets {
+  const char *s[DT_SECRETS_MAX];
+  size_t len[DT_SECRETS_MAX];
+} dt_secrets;
 
 /* Creates the metatable; called once per state from luaopen. */
 void dt_error_init(lua_State *L);
@@ -34,11 +38,16 @@ void dt_error_push(lua_State *L, const char *kind, const char *code,
 
 /* Sets field `k` of the table at the top to a cleaned copy of s[0..len). */
 void dt_error_setclean(lua_State *L, const char *k, const char *s, size_t len,
-                       size_t max, const dt_secret *secret);
+                       size_t max, const dt_secrets *secrets);
 
 /* Pushes a cleaned copy of s[0..len): see the file comment. */
 void dt_push_clean(lua_State *L, const char *s, size_t len, size_t max,
-                   const dt_secret *secret);
+                   const dt_secrets *secrets);
+
+/* Pushes s[0..len) with the secrets taken out and nothing else changed (no
+** cleaning, no cap): for text made outside the core (core.redact). */
+void dt_push_redacted(lua_State *L, const char *s, size_t len,
+                      const dt_secrets *secrets);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

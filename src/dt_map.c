@@ -69,7 +69,7 @@ static void add_context(lua_State *L, const dt_response *r) {
   has = !lua_isnil(L, -1);
   lua_pop(L, 1);
   if (!has && rid)
-    dt_error_setclean(L, "request_id", rid, strlen(rid), DT_TEXT_MAX, &r->secret);
+    dt_error_setclean(L, "request_id", rid, strlen(rid), DT_TEXT_MAX, &r->secrets);
   if (header(r->retry_after)) {
     char *end;
     long secs = strtol(r->retry_after, &end, 10);
@@ -81,7 +81,7 @@ static void add_context(lua_State *L, const dt_response *r) {
 }
 
 static void add_excerpt(lua_State *L, const dt_response *r) {
-  if (r->len) dt_error_setclean(L, "excerpt", r->body, r->len, DT_EXCERPT_MAX, &r->secret);
+  if (r->len) dt_error_setclean(L, "excerpt", r->body, r->len, DT_EXCERPT_MAX, &r->secrets);
 }
 
 /* Error for a 2xx answer that breaks the contract. */
@@ -184,7 +184,7 @@ static int retryable_api(long status, const char *code) {
 ** (numbers, booleans, cjson.null) as they are. */
 #define DT_DETAIL_DEPTH 4
 #define DT_DETAIL_ITEMS 64
-static void clean_value(lua_State *L, int idx, int depth, const dt_secret *secret) {
+static void clean_value(lua_State *L, int idx, int depth, const dt_secrets *secret) {
   int type = lua_type(L, idx);
   if (type == LUA_TSTRING) {
     size_t n;
@@ -227,21 +227,21 @@ static int map_api(lua_State *L, int top, int t, const dt_response *r) {
   lua_pushnil(L);
   dt_error_push(L, "api", "", NULL, r->status, retryable_api(r->status, code));
   e = lua_gettop(L);
-  dt_error_setclean(L, "code", code, clen, DT_TEXT_MAX, &r->secret);
+  dt_error_setclean(L, "code", code, clen, DT_TEXT_MAX, &r->secrets);
   if (msg)
-    dt_error_setclean(L, "message", msg, mlen, DT_TEXT_MAX, &r->secret);
+    dt_error_setclean(L, "message", msg, mlen, DT_TEXT_MAX, &r->secrets);
   else {
     lua_pushstring(L, "(the platform gave no message)");
     lua_setfield(L, e, "message");
   }
-  if (rid) dt_error_setclean(L, "request_id", rid, rlen, DT_TEXT_MAX, &r->secret);
+  if (rid) dt_error_setclean(L, "request_id", rid, rlen, DT_TEXT_MAX, &r->secrets);
   /* A 403 lists the scopes the app lacks: the one thing an operator needs. */
   lua_getfield(L, t, "accessdenieddetail");
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
     lua_getfield(L, t, "accessDeniedDetail");
   }
-  clean_value(L, lua_gettop(L), 0, &r->secret);   /* server text like the rest */
+  clean_value(L, lua_gettop(L), 0, &r->secrets);   /* server text like the rest */
   lua_remove(L, -2);
   lua_setfield(L, e, "accessdenieddetail");
   add_context(L, r);
@@ -280,7 +280,7 @@ static int map_http(lua_State *L, int top, const dt_response *r) {
     ** proxy or throttle page was. */
     lua_pushstring(L, msg);
     lua_pushstring(L, ": ");
-    dt_push_clean(L, r->body, r->len, DT_INLINE_EXCERPT, &r->secret);
+    dt_push_clean(L, r->body, r->len, DT_INLINE_EXCERPT, &r->secrets);
     lua_concat(L, 3);
   } else
     lua_pushstring(L, msg);

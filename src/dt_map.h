@@ -23,7 +23,7 @@ typedef struct dt_response {
   const char *trace_id;          /* header x-acs-trace-id */
   const char *retry_after;       /* header Retry-After */
   const char *result_field;      /* NULL: the decoded object is the result */
-  dt_secret secret;              /* redacted from every text taken from the server */
+  dt_secrets secrets;            /* redacted from every text taken from the server */
 } dt_response;
 
 /* Loads a private lua-cjson instance for this state (so a caller's cjson
