@@ -65,42 +65,51 @@ void dt_push_redacted(lua_State *L, const char *s, size_t len,
   luaL_pushresult(&b);
 }
 
-void dt_push_clean(lua_State *L, const char *s, size_t len, size_t max,
-                   const dt_secrets *secrets) {
+size_t dt_clean(char *out, const char *s, size_t len, size_t max,
+                const dt_secrets *secrets) {
   static const char redacted[] = "[redacted]";
   const unsigned char *p = (const unsigned char *)s;
-  size_t i = 0, out = 0;
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
+  size_t i = 0, o = 0;
+  if (max > DT_CLEAN_MAX) max = DT_CLEAN_MAX;
   while (i < len) {
     size_t n = secret_at(p + i, len - i, secrets);
     if (n) {
-      if (out + sizeof redacted - 1 > max) {   /* the cap holds here too */
-        luaL_addstring(&b, "...");
+      if (o + sizeof redacted - 1 > max) {     /* the cap holds here too */
+        memcpy(out + o, "...", 3);
+        o += 3;
         break;
       }
-      luaL_addstring(&b, redacted);
-      out += sizeof redacted - 1;
+      memcpy(out + o, redacted, sizeof redacted - 1);
+      o += sizeof redacted - 1;
       i += n;
       continue;
     }
     n = utf8_len(p + i, len - i);
-    if (out + (n ? n : 1) > max) {
-      luaL_addstring(&b, "...");
+    if (o + (n ? n : 1) > max) {
+      memcpy(out + o, "...", 3);
+      o += 3;
       break;
     }
     if (n == 0) {                   /* a stray byte: keep the text printable */
-      luaL_addchar(&b, '?');
+      out[o++] = '?';
       n = 1;
     } else if (n == 1 && (p[i] < 0x20 || p[i] == 0x7F)) {
-      luaL_addchar(&b, ' ');        /* no CR/LF: one error, one log line */
+      out[o++] = ' ';               /* no CR/LF: one error, one log line */
     } else {
-      luaL_addlstring(&b, s + i, n);
+      memcpy(out + o, s + i, n);
+      o += n;
     }
-    out += n;
     i += n;
   }
-  luaL_pushresult(&b);
+  out[o] = '\0';
+  return o;
+}
+
+void dt_push_clean(lua_State *L, const char *s, size_t len, size_t max,
+                   const dt_secrets *secrets) {
+  char buf[DT_CLEAN_MAX + DT_CLEAN_SLACK];
+  size_t n = dt_clean(buf, s, len, max, secrets);
+  lua_pushlstring(L, buf, n);
 }
 
 void dt_error_setclean(lua_State *L, const char *k, const char *s, size_t len,

@@ -40,6 +40,18 @@ void dt_error_push(lua_State *L, const char *kind, const char *code,
 void dt_error_setclean(lua_State *L, const char *k, const char *s, size_t len,
                        size_t max, const dt_secrets *secrets);
 
+/* Cleaned text is capped at DT_CLEAN_MAX bytes; dt_clean may write
+** DT_CLEAN_SLACK bytes past its cap ("..." and the NUL). */
+#define DT_CLEAN_MAX 512
+#define DT_CLEAN_SLACK 4
+
+/* Writes a cleaned copy of s[0..len), at most `max` (<= DT_CLEAN_MAX) bytes
+** of text plus "..." when cut, NUL-terminated, to out (room for
+** max + DT_CLEAN_SLACK bytes) and returns its length. Pure C: no Lua, no
+** allocation, so the transport can clean what it keeps (request ids). */
+size_t dt_clean(char *out, const char *s, size_t len, size_t max,
+                const dt_secrets *secrets);
+
 /* Pushes a cleaned copy of s[0..len): see the file comment. */
 void dt_push_clean(lua_State *L, const char *s, size_t len, size_t max,
                    const dt_secrets *secrets);
