@@ -69,6 +69,11 @@ local function parse_endpoint(endpoint, insecure)
   if type(endpoint) ~= "string" then
     fail("argument.type", "endpoint", "endpoint must be a string URL")
   end
+  -- A NUL would cut the URL in C, and another control character only
+  -- fails at call time: both are refused here, before any traffic.
+  if str_find(endpoint, "[%z\1-\31\127]") then
+    fail("argument.endpoint", "endpoint", "endpoint must not contain control characters")
+  end
   local scheme, authority, base = str_match(endpoint, "^(%a[%w+.-]*)://([^/?#]*)(.*)$")
   if not scheme then
     fail("argument.endpoint", "endpoint", "endpoint must be an http(s) URL such as https://api.dingtalk.io")
@@ -100,7 +105,7 @@ local function parse_endpoint(endpoint, insecure)
          "plain http is allowed only to a loopback address; use https, "
          .. "or set insecure_http = true to send the token in clear text")
   end
-  return scheme .. "://" .. authority .. base
+  return scheme .. "://" .. authority .. base, scheme
 end
 
 
@@ -165,8 +170,9 @@ function _M.options(opts)
   if opts.insecure_http ~= nil and type(opts.insecure_http) ~= "boolean" then
     fail("argument.option", "insecure_http", "insecure_http must be a boolean")
   end
+  local endpoint, scheme = parse_endpoint(opts.endpoint or _M.DEFAULT_ENDPOINT, opts.insecure_http)
   local o = {
-    endpoint = parse_endpoint(opts.endpoint or _M.DEFAULT_ENDPOINT, opts.insecure_http),
+    endpoint = endpoint,
     timeout = ms(opts, "timeout", _M.DEFAULT_TIMEOUT),
     connect_timeout = ms(opts, "connect_timeout", _M.DEFAULT_CONNECT_TIMEOUT),
     cafile = text(opts, "cafile"),
@@ -174,6 +180,20 @@ function _M.options(opts)
     user_agent = text(opts, "user_agent") or default_user_agent,
     retry = policy, app_key = app_key,
   }
+  -- s: the retry loop bounds a call, token fetches included, with it
+  policy.timeout = o.timeout / 1000
+  -- The token rides in a header: over plain http it must reach the
+  -- loopback endpoint itself, never a proxy (which would see it in clear
+  -- text), unless the caller accepted clear text with insecure_http.
+  -- direct: the C core uses no proxy at all, not even from the environment.
+  if scheme == "http" and opts.insecure_http ~= true then
+    if o.proxy then
+      fail("argument.insecure", "proxy",
+           "a proxy would see the token in clear text over a plain http endpoint; use https, "
+           .. "or set insecure_http = true")
+    end
+    o.direct = true
+  end
   local max_body = opts.max_body
   if max_body ~= nil and (type(max_body) ~= "number" or max_body % 1 ~= 0
                           or max_body < 1 or max_body > 2147483647) then
@@ -205,13 +225,21 @@ end
 local mt = {}
 mt.__index = mt
 
+-- The app secret of each client with app credentials, for the transports
+-- to redact it from server text before they cut it. Kept here (weak keys:
+-- it goes with its client), never in a table reachable from the client.
+local app_secrets = setmetatable({}, { __mode = "k" })
+
 
 -- Sends one request over this client's connection; returns ok, result|error.
--- This is the transport seam: other transports plug in here.
-function mt:post(path, token, body, result_field, method)
+-- This is the transport seam: other transports plug in here. once: the
+-- request goes on the wire at most once (no transparent re-send).
+function mt:post(path, token, body, result_field, method, once)
+  local secret
+  if self._tokens then secret = app_secrets[self] end
   local nt = self._cosockets
   if nt and (self._force_ngx or nt.usable()) then
-    return nt.post(self, path, token, body, result_field, method)
+    return nt.post(self, path, token, body, result_field, method, once, secret)
   end
   local urls = self._urls
   local url = urls[path]
@@ -224,7 +252,7 @@ function mt:post(path, token, body, result_field, method)
       self._nurls = self._nurls + 1
     end
   end
-  return core_post(self._core, url, token, body, result_field, method)
+  return core_post(self._core, url, token, body, result_field, method, once, secret)
 end
 
 
@@ -308,6 +336,7 @@ function _M.new(opts)
   self._retry = o.retry
   self._on_request = opts and opts.on_request
   if o.app_key then   -- loaded only by clients that manage tokens
+    app_secrets[self] = opts.app_secret
     self._tokens = require("dingtalk.token").new(self, o.app_key, opts.app_secret, o.retry)
   end
   self.robot = robot.bind(self)

@@ -17,6 +17,7 @@ local pcall = pcall
 local type = type
 local str_find = string.find
 local str_lower = string.lower
+local str_match = string.match
 local fail = check.fail
 
 local _M = {}
@@ -111,15 +112,17 @@ end
 
 -- Seconds to wait after `failed` failed attempts (1 = after the first):
 -- uniform in [0, min(cap, base * 2^(failed-1))], and never less than the
--- server's Retry-After.
+-- server's Retry-After. Float arithmetic throughout: a huge Retry-After
+-- (the core hands it over clamped, as an integer on 5.3/5.4) must stay
+-- huge, not wrap around into a short or negative wait.
 function _M.delay(p, failed, err)
-  local ceiling = math_min(p.cap, p.base * 2 ^ (failed - 1))
+  local ceiling = math_min(p.cap, p.base * 2.0 ^ (failed - 1))
   local r = p.random()
   if type(r) ~= "number" or r < 0 or r > 1 then r = 1 end
   local ms = ceiling * r
   local ra = type(err) == "table" and err.retry_after
-  if type(ra) == "number" and ra >= 0 then ms = math_max(ms, ra * 1000) end
-  return ms / 1000
+  if type(ra) == "number" and ra >= 0 then ms = math_max(ms, ra * 1000.0) end
+  return ms / 1000.0
 end
 
 
@@ -134,6 +137,10 @@ function _M.token_rejected(err)
   if err.kind == "http" then return err.status == 401 end
   if err.kind ~= "api" or type(err.code) ~= "string" then return false end
   if TOKEN_CODES[err.code] then return true end
+  -- a numeric JSON code read as a float (5.3/5.4 cores before integral
+  -- codes became integer strings): 40014.0 is 40014
+  local n = str_match(err.code, "^(%d+)%.0$")
+  if n and TOKEN_CODES[n] then return true end
   local c = str_lower(err.code)
   return str_find(c, "token", 1, true) ~= nil and str_find(c, "permission", 1, true) == nil
      and (str_find(c, "expire", 1, true) ~= nil or str_find(c, "invalid", 1, true) ~= nil)
@@ -152,25 +159,38 @@ end
 -- (refreshed once, and the call repeated once, if the platform refuses
 -- it), the on_request hook after every attempt, and `attempts` on the
 -- final error. ropts: token (explicit), auth = false (no token at all:
--- the token call), retries (this call's own count).
+-- the token call), retries (this call's own count), method; and for the
+-- token manager's fetch: limit (no retry starts after this clock time)
+-- and beat (told, before each post or wait, how long it may take).
 local NO_OPTS = {}
 
 function _M.request(client, path, body, result_field, ropts)
   ropts = ropts or NO_OPTS
-  return _M.run(client, path, body, result_field, ropts.token, ropts.auth, ropts.retries, ropts.method)
+  return _M.run(client, path, body, result_field, ropts.token, ropts.auth, ropts.retries, ropts.method,
+                ropts.limit, ropts.beat)
 end
 
 
--- The same with positional options: the per-call path of the robot
--- operations, which builds no options table.
-local function attempts(client, path, body, result_field, token, auth, retries, method, first_err)
+-- One deadline per logical call. It runs from the first failure
+-- (retry_deadline), as for a call without app credentials; a call that
+-- has to fetch a token (or wait for another caller's fetch) also gets
+-- start + timeout + retry_deadline, and the token fetches inside it are
+-- bounded by that same deadline (their retries stop a timeout before it,
+-- so the call's own attempt still fits). So no attempt of any kind starts
+-- after the deadline, and a call lasts at most timeout + retry_deadline +
+-- timeout, token refreshes included.
+local function attempts(client, path, body, result_field, token, auth, retries, method, first_err,
+                        limit, beat)
   local p = client._retry
   local tokens = client._tokens
   local managed = auth ~= false and token == nil and tokens ~= nil
   local max_attempts = (retries or p.retries) + 1
-  -- The deadline runs from the first failure: a call that succeeds at once
-  -- (nearly all of them) reads no clock at all.
-  local deadline
+  -- retries = 0: the request goes on the wire at most once (the transport
+  -- makes no transparent re-send either)
+  local once = max_attempts == 1
+  -- A call that succeeds at once (nearly all of them) reads no clock here.
+  local deadline = limit
+  local failed_at
   -- Without an on_request hook a successful attempt needs no event: no
   -- clock reads around it, no status lookup, no table.
   local watch = client._on_request ~= nil
@@ -178,7 +198,7 @@ local function attempts(client, path, body, result_field, token, auth, retries, 
   while true do
     if managed then
       local err
-      token, err = tokens.get()
+      token, err, deadline = tokens.get(deadline)
       if not token then return nil, err end
     end
     attempt = attempt + 1
@@ -188,7 +208,8 @@ local function attempts(client, path, body, result_field, token, auth, retries, 
     if first_err then   -- the first attempt, already made by _M.run
       ok, res, first_err = false, first_err, nil
     else
-      ok, res = client:post(path, token, body, result_field, method)
+      if beat then beat(p.timeout) end
+      ok, res = client:post(path, token, body, result_field, method, once)
     end
     if ok and not watch then return true, res end
     local duration = t0 and (p.now() - t0) * 1000
@@ -205,17 +226,31 @@ local function attempts(client, path, body, result_field, token, auth, retries, 
     if tokens then tokens.redact(res) end
     ev.status, ev.request_id, ev.code, ev.kind = res.status, res.request_id, res.code, res.kind
     local again, wait = false, 0
+    local now
     if managed and not refreshed and _M.token_rejected(res) then
-      -- one refresh and one repeat, on top of the retry budget
+      -- one refresh and one repeat, on top of the retry budget, but within
+      -- the deadline: the fetch and the repeat must both fit before it
       refreshed = true
       tokens.invalidate(token)
-      max_attempts = max_attempts + 1
-      again = true
+      now = p.now()
+      if not failed_at then
+        failed_at = now
+        local d = now + p.deadline / 1000
+        if not deadline or d < deadline then deadline = d end
+      end
+      if now + p.timeout <= deadline then
+        max_attempts = max_attempts + 1
+        again = true
+      end
     elseif _M.retryable(res) and attempt < max_attempts then
       failed = failed + 1
       wait = _M.delay(p, failed, res)
-      local now = p.now()
-      deadline = deadline or now + p.deadline / 1000
+      now = p.now()
+      if not failed_at then
+        failed_at = now
+        local d = now + p.deadline / 1000
+        if not deadline or d < deadline then deadline = d end
+      end
       again = now + wait <= deadline
     end
     if again then ev.retry_in = wait end
@@ -224,20 +259,24 @@ local function attempts(client, path, body, result_field, token, auth, retries, 
       if type(res) == "table" then res.attempts = attempt end
       return nil, res
     end
-    if wait > 0 then p.sleep(wait) end
+    if wait > 0 then
+      if beat then beat(wait) end
+      p.sleep(wait)
+    end
   end
 end
 
 
-function _M.run(client, path, body, result_field, token, auth, retries, method)
+function _M.run(client, path, body, result_field, token, auth, retries, method, limit, beat)
   -- Nearly every call: no hook to feed, no token to manage, and success at
   -- the first attempt. It costs one post and nothing else.
   if client._on_request == nil and (token ~= nil or client._tokens == nil or auth == false) then
-    local ok, res = client:post(path, token, body, result_field, method)
+    local ok, res = client:post(path, token, body, result_field, method,
+                                (retries or client._retry.retries) == 0)
     if ok then return true, res end
-    return attempts(client, path, body, result_field, token, auth, retries, method, res)
+    return attempts(client, path, body, result_field, token, auth, retries, method, res, limit, beat)
   end
-  return attempts(client, path, body, result_field, token, auth, retries, method)
+  return attempts(client, path, body, result_field, token, auth, retries, method, nil, limit, beat)
 end
 
 

@@ -4,7 +4,8 @@
 -- One manager per client. It caches the token, refreshes it ahead of
 -- expiry, makes one fetch at a time, and keeps the secret and the token in
 -- upvalues (never in a table a caller might print). Its redact() takes the
--- secret out of any error text, whichever call produced it.
+-- secret and the token out of every string reachable from an error,
+-- whichever call produced it.
 local core = require "dingtalk.core"
 local cjson = require "cjson"
 
@@ -14,7 +15,7 @@ local error = error
 local pairs = pairs
 local type = type
 local str_find = string.find
-local str_gsub = string.gsub
+local redact = core.redact
 
 local json = cjson.new()
 
@@ -37,27 +38,76 @@ local function protocol(code, message)
 end
 
 
-local function plain(s)
-  return (str_gsub(s, "[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
-end
+local MAX_DEPTH = 32
 
-
--- Replaces every occurrence of each secret in the string fields of err.
-function _M.redact(err, secrets)
-  if type(err) ~= "table" then return err end
-  for k, v in pairs(err) do
-    if type(v) == "string" then
-      for i = 1, #secrets do
-        local s = secrets[i]
-        if s and #s >= SECRET_MIN and str_find(v, s, 1, true) then
-          v = str_gsub(v, plain(s), "[redacted]")
-        end
+-- Takes both secrets out of every string reachable from v (keys, values,
+-- nested tables such as accessdenieddetail), in place; core.redact takes
+-- out every fragment of 8 bytes or more of either. Tables nested deeper
+-- than any error the core makes are dropped rather than searched.
+local function scrub(v, a, b, depth, seen)
+  local tv = type(v)
+  if tv == "string" then return redact(v, a, b) end
+  if tv ~= "table" or seen[v] then return v end
+  if depth > MAX_DEPTH then return nil end
+  seen[v] = true
+  local renamed
+  for k, x in pairs(v) do
+    local y = scrub(x, a, b, depth + 1, seen)
+    if y ~= x then v[k] = y end   -- an existing key: allowed during traversal
+    local tk = type(k)
+    if tk == "string" then
+      local nk = redact(k, a, b)
+      if nk ~= k then
+        renamed = renamed or {}
+        renamed[k] = nk
       end
-      err[k] = v
+    elseif tk == "table" then
+      scrub(k, a, b, depth + 1, seen)
     end
   end
-  return err
+  if renamed then
+    for k, nk in pairs(renamed) do
+      v[nk], v[k] = v[k], nil
+    end
+  end
+  return v
 end
+
+
+-- Takes secrets[1] and secrets[2] (either may be nil) out of err and
+-- everything reachable from it.
+function _M.redact(err, secrets)
+  if type(err) ~= "table" then return err end
+  local a, b = secrets[1], secrets[2]
+  if a and #a < SECRET_MIN then a = nil end
+  if b and #b < SECRET_MIN then b = nil end
+  if not a and not b then return err end
+  if not a then a, b = b, nil end
+  return scrub(err, a, b, 0, {})
+end
+
+
+local function copy(err)
+  local t = {}
+  for k, v in pairs(err) do t[k] = v end
+  return core.error(t)
+end
+
+
+-- Cancellation. A fetch runs in some coroutine; that coroutine may never be
+-- resumed (nginx: ngx.thread.kill, a client abort, ngx.exit; plain Lua: a
+-- scheduler that drops a task waiting in a yielding sleep). Then nothing
+-- clears "fetching", and every later caller would wait for a fetch that
+-- will never end. Two defences:
+--  * inside nginx (cosocket phases, the default sleep) the fetch runs in a
+--    zero-delay timer, detached from the caller: killing the caller cannot
+--    kill it, and the caller waits for it like any other caller would;
+--  * everywhere, the fetcher keeps a lease: before each post and each wait
+--    it records the clock time by which it will be back (plus a slack). A
+--    waiter that finds the lease run out takes the fetch over. A fetcher
+--    that does come back late still stores its token (it is valid) but no
+--    longer speaks for the fetch in progress.
+_M.SLACK = 1    -- s added to every lease (scheduling, a slow clock)
 
 
 -- client: the dingtalk client (its request method does the call, with
@@ -66,7 +116,11 @@ function _M.new(client, app_key, app_secret, policy)
   local body = json.encode{ appKey = app_key, appSecret = app_secret }
   local secrets = { app_secret }
   local token, refresh_at, expires_at
-  local fetching = false
+  -- fetching: the generation of the fetch in progress, or false; lease:
+  -- when its fetcher must be back; done/last_err: the newest generation
+  -- that ended, and its error when it failed
+  local fetching, lease = false, nil
+  local gen, done, last_err = 0, 0, nil
   local tm = { app_key = app_key }
 
   local function yields()
@@ -74,10 +128,19 @@ function _M.new(client, app_key, app_secret, policy)
     return require("dingtalk.retry").default_sleep_yields()
   end
 
-  local function fetch()
-    local ok, done, res = pcall(client.request, client, _M.PATH, body, nil, { auth = false })
-    if not ok then error(done, 0) end
-    if not done then return nil, res end
+  local function timeout()
+    return policy.timeout or 10
+  end
+
+  -- One fetch, of generation g, whose retries start no later than limit.
+  local function fetch(g, limit)
+    local function beat(s)
+      if fetching == g then lease = policy.now() + s + _M.SLACK end
+    end
+    local ok, done_, res = pcall(client.request, client, _M.PATH, body, nil,
+                                 { auth = false, limit = limit, beat = beat })
+    if not ok then error(done_, 0) end
+    if not done_ then return nil, res end
     local t, ttl = res.accessToken, res.expireIn
     if type(t) ~= "string" or t == "" or #t > _M.MAX_TOKEN or str_find(t, "[%z\1-\31\127]") then
       return nil, protocol("protocol.no_token", "the access-token answer has no usable accessToken")
@@ -92,32 +155,114 @@ function _M.new(client, app_key, app_secret, policy)
     return t
   end
 
-  -- The cached token, or a fresh one: token | nil, error.
-  function tm.get()
-    local now = policy.now()
-    if token and now < refresh_at then return token end
-    if fetching then
-      -- Another coroutine (nginx) is fetching. A still valid token serves
-      -- meanwhile; otherwise wait for that fetch, never start a second one.
-      if token and now < expires_at then return token end
-      if not yields() then
-        return nil, core.error{ kind = "argument", code = "argument.reentrant", field = "client",
-          message = "an access-token fetch is already running on this client", retryable = false }
-      end
-      local deadline = now + policy.deadline / 1000 + 60
-      while fetching and policy.now() < deadline do policy.sleep(_M.POLL) end
-      if token and policy.now() < expires_at then return token end
-      return nil, core.error{ kind = "transport", code = "transport.token_wait",
-        message = "the access-token fetch of another caller did not finish", retryable = true }
+  -- Runs fetch g and records how it ended; raises what fetch raised.
+  local function run(g, limit)
+    local ok, t, err = pcall(fetch, g, limit)
+    if g > done then
+      done = g
+      last_err = (not ok or t) and nil or err
     end
-    fetching = true
-    local ok, t, err = pcall(fetch)
-    fetching = false
+    if fetching == g then fetching, lease = false, nil end
     if not ok then error(t, 0) end
-    if t then return t end
-    -- A refresh ahead of expiry failed: the current token still works.
-    if token and policy.now() < expires_at then return token end
-    return nil, err
+    return t, err
+  end
+
+  local function begin(deadline)
+    gen = gen + 1
+    fetching = gen
+    -- until its first post returns
+    lease = policy.now() + timeout() + _M.SLACK
+    return gen, deadline - timeout()
+  end
+
+  -- Inside nginx: the fetch in a timer of its own. false when no timer
+  -- could be made (the caller then fetches itself).
+  local function detach(deadline)
+    local n = ngx   -- luacheck: ignore 113 (only inside nginx)
+    if policy.sleep_yields ~= nil or type(n) ~= "table" or type(n.timer) ~= "table" then
+      return false
+    end
+    local g, limit = begin(deadline)
+    local ok = n.timer.at(0, function(premature)
+      if premature then   -- nginx is exiting: this fetch ends here
+        if g > done then done, last_err = g, core.error{ kind = "transport", code = "transport.token_wait",
+          message = "the access-token fetch was cut short (nginx is exiting)", retryable = true } end
+        if fetching == g then fetching, lease = false, nil end
+        return
+      end
+      pcall(run, g, limit)
+    end)
+    if not ok then
+      if fetching == g then fetching, lease = false, nil end
+      return false
+    end
+    return g
+  end
+
+  -- Waits for fetch g: token | nil, error | false (take it over: its
+  -- fetcher did not come back in time).
+  local function await(g, deadline)
+    while true do
+      if fetching ~= g then
+        if done >= g then
+          if token and policy.now() < expires_at then return token end
+          if last_err and done == g then return nil, copy(last_err) end
+        end
+        return false
+      end
+      local now = policy.now()
+      if lease and now > lease then return false end
+      if now >= deadline then
+        return nil, core.error{ kind = "transport", code = "transport.token_wait",
+          message = "the access-token fetch of another caller did not finish in time", retryable = true }
+      end
+      policy.sleep(_M.POLL)
+    end
+  end
+
+  -- The cached token, or a fresh one: token | nil, error, and the call's
+  -- deadline (a clock time; made here, start + timeout + retry_deadline,
+  -- when the call has to fetch or wait and had none yet).
+  function tm.get(deadline)
+    local now = policy.now()
+    if token and now < refresh_at then return token, nil, deadline end
+    if not deadline then deadline = now + timeout() + policy.deadline / 1000 end
+    -- a few rounds at most: each one ends a fetch or takes one over
+    for _ = 1, 4 do
+      if fetching and not (lease and now > lease) then
+        -- Another caller is fetching. A still valid token serves
+        -- meanwhile; otherwise wait for that fetch, never start a second one.
+        if token and now < expires_at then return token, nil, deadline end
+        if not yields() then
+          return nil, core.error{ kind = "argument", code = "argument.reentrant", field = "client",
+            message = "an access-token fetch is already running on this client", retryable = false },
+            deadline
+        end
+        local t, err = await(fetching, deadline)
+        if t ~= false then return t, err, deadline end
+      elseif yields() then
+        local g = detach(deadline)
+        if g then
+          local t, err = await(g, deadline)
+          if t ~= false then return t, err, deadline end
+        else
+          local t, err = run(begin(deadline))
+          if t then return t, nil, deadline end
+          -- A refresh ahead of expiry failed: the current token still works.
+          if token and policy.now() < expires_at then return token, nil, deadline end
+          return nil, err, deadline
+        end
+      else
+        local t, err = run(begin(deadline))
+        if t then return t, nil, deadline end
+        if token and policy.now() < expires_at then return token, nil, deadline end
+        return nil, err, deadline
+      end
+      now = policy.now()
+      if token and now < refresh_at then return token, nil, deadline end
+    end
+    return nil, core.error{ kind = "transport", code = "transport.token_wait",
+      message = "the access-token fetch did not finish", retryable = true }, deadline
   end
 
   -- The platform refused `t`: forget it, so the next get() fetches.
