@@ -386,6 +386,113 @@ faults["fault-echo-token"] = function(_, token)
     return send_error(400, "param.illegal", "bad token " .. token)
 end
 
+-------------------------------------------------------------------------------
+-- hostile answers (issue 10): servers and proxies that echo secrets back,
+-- malformed heads, odd numbers. Raw bytes where nginx would tidy them up.
+
+-- "<pad of N bytes><secret> end": where the client's cut falls depends on N.
+local function padded(n, secret)
+    return str_rep("x", math_min(tonumber(n), 100000)) .. secret .. " end"
+end
+
+-- A platform error whose every text field echoes the secret after N bytes
+-- of padding: message, requestid, a header request id, and nested
+-- accessdenieddetail keys and values.
+local function echo_everywhere(n, secret)
+    local text = padded(n, secret)
+    return send_error(400, "param.illegal", text, {
+        requestid = text,
+        accessdenieddetail = { [text] = text, list = { text, { deeper = text } } },
+    }, { ["x-acs-trace-id"] = text })
+end
+
+-- The same echo as a proxy's HTML error page (an `http` error: excerpt and
+-- inline excerpt), with the request id header echoing it too.
+local function echo_html(n, secret)
+    return send(502, HTML_TYPE, "<html><body>upstream said: " .. padded(n, secret)
+        .. "</body></html>", { ["x-acs-request-id"] = padded(n, secret) })
+end
+
+-- Only the x-acs-request-id header echoes it (after a JSON error without
+-- a body request id).
+local function echo_request_id(n, secret)
+    return send(400, JSON_TYPE, '{"code":"param.illegal","message":"Parameter error"}',
+        { ["x-acs-request-id"] = padded(n, secret) })
+end
+
+local ECHO = { pad = echo_everywhere, html = echo_html, rid = echo_request_id }
+
+-- "fault-echo-KIND-N" (robot calls: echoes the token) and
+-- "app-echo-KIND-N" (the token call: echoes the app secret).
+local function echo(code, secret)
+    local kind, n = str_match(code, "^%a+%-echo%-(%a+)%-(%d+)$")
+    if kind and ECHO[kind] then
+        ECHO[kind](n, secret)
+        return true
+    end
+    return false
+end
+
+local function raw_head(code, reason, headers, body)
+    return send_raw_and_close(status_line(code, reason) .. concat(headers, "\r\n") .. "\r\n\r\n" .. body)
+end
+
+-- Response heads past every sane limit, and framings the client must refuse
+-- the same way on both transports.
+faults["fault-header-flood"] = function()
+    local h = { "Content-Type: " .. JSON_TYPE, "Content-Length: 15" }
+    for i = 1, 100000 do h[#h + 1] = "X-Flood-" .. i .. ": v" end
+    return raw_head(200, "OK", h, '{"result":true}')
+end
+
+faults["fault-header-huge"] = function()
+    return raw_head(200, "OK", { "Content-Type: " .. JSON_TYPE,
+        "X-Huge: " .. str_rep("h", 10 * 1024 * 1024), "Content-Length: 15" }, '{"result":true}')
+end
+
+faults["fault-gzip-chunked"] = function()
+    return raw_head(200, "OK", { "Content-Type: " .. JSON_TYPE,
+        "Transfer-Encoding: gzip, chunked" }, "f\r\n{\"result\":true}\r\n0\r\n\r\n")
+end
+
+faults["fault-101"] = function()
+    return raw_head(101, "Switching Protocols",
+        { "Upgrade: websocket", "Connection: Upgrade" }, '{"result":true}')
+end
+
+faults["fault-huge-length"] = function()
+    return raw_head(200, "OK", { "Content-Type: " .. JSON_TYPE,
+        "Content-Length: 10000000000" }, '{"result":true}')
+end
+
+faults["fault-bad-length"] = function()
+    return raw_head(200, "OK", { "Content-Type: " .. JSON_TYPE,
+        "Content-Length: 99999999999999999999999" }, '{"result":true}')
+end
+
+faults["fault-retry-after-huge"] = function()
+    return send(429, HTML_TYPE, THROTTLED_HTML, { ["Retry-After"] = "100000000000000000000000" })
+end
+
+-- A redirect whose body looks like a platform error: still an `http` error.
+faults["fault-3xx-json"] = function()
+    return send(302, JSON_TYPE, '{"code":"param.illegal","message":"moved"}',
+        { Location = "http://127.0.0.1:1/elsewhere" })
+end
+
+-- Unicode controls that reorder or break a log line: C1 (NEL U+0085, CSI
+-- U+009B), LINE/PARAGRAPH SEPARATOR (U+2028/9), bidi overrides (U+202E,
+-- U+2066).
+faults["fault-unicode-controls"] = function()
+    return send(400, JSON_TYPE, '{"code":"param.illegal","message":"a\194\133b\194\155c'
+        .. '\226\128\168d\226\128\169e\226\128\174f\226\129\166g","requestid":"rid-1"}')
+end
+
+-- Numbers where the platform usually sends strings.
+faults["fault-numeric-code"] = function()
+    return send(400, JSON_TYPE, '{"code":40014,"message":"invalid access_token","requestid":12345}')
+end
+
 -- A kept-alive connection the server ends after a complete answer: once
 -- announced (Connection: close), once silently (as an idle timeout would).
 local OK_HEAD = status_line(200, "OK") .. "Content-Type: " .. JSON_TYPE .. "\r\n"
@@ -460,6 +567,7 @@ local function clear_plugins(args, token)
     local code = args.robotCode
     local fault = faults[code]
     if fault then return fault(args, token) end
+    if echo(code, token) then return end
     local ms = str_match(code, "^fault%-slow%-(%d+)$")
     if ms then
         ngx.sleep(math_min(tonumber(ms), 120000) / 1000)
@@ -524,7 +632,10 @@ end
 --   same, with the secret in the message;  app-expire-N: expireIn N;
 --   app-expire-none: no expireIn;  app-no-token: no accessToken;
 --   app-revoke-first: the first token issued is refused by every API;
---   app-always-invalid: every token is refused;  flaky-KIND-N-TAG: as above.
+--   app-always-invalid: every token is refused;  flaky-KIND-N-TAG: as above;
+--   app-revoke-numeric: the first token is refused with the old numeric code
+--   40014;  app-echo-KIND-N: the secret echoed after N bytes (see echo());
+--   app-echo-body: a 400 page showing the request body.
 -- Tokens are "at-<appKey>-<n>" (n counts the tokens issued for that key).
 local function access_token(args)
     local key, secret = args.appKey, args.appSecret
@@ -534,12 +645,17 @@ local function access_token(args)
     if key == "app-echo-secret" then
         return send_error(400, "invalidClientIdOrSecret", "no app matches appSecret " .. secret)
     end
+    if echo(key, secret) then return end
+    -- a proxy page that shows the whole request body back (JSON-escaped secret)
+    if key == "app-echo-body" then return send(400, HTML_TYPE, "<pre>" .. ngx.req.get_body_data() .. "</pre>") end
     if flaky(key) then return end
     if key == "app-no-token" then return send(200, JSON_TYPE, '{"expireIn":7200}') end
     local n = ngx.shared[META_DICT]:incr("tokens:" .. key, 1, 0)
     local tok = "at-" .. key .. "-" .. n
     if key == "app-always-invalid" or (key == "app-revoke-first" and n == 1) then
         tok = "invalid-" .. tok
+    elseif key == "app-revoke-numeric" and n == 1 then
+        tok = "numeric-invalid-" .. tok
     end
     local ttl = 7200
     local given = str_match(key, "^app%-expire%-(%w+)$")
@@ -648,6 +764,9 @@ function _M.handle()
         token = check_token()
         if not token then
             return send_error(400, "InvalidAuthentication", "不合法的access_token")
+        end
+        if str_sub(token, 1, 15) == "numeric-invalid" then
+            return send_error(400, 40014, "invalid access_token")
         end
     end
     local args = {}
