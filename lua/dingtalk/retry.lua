@@ -19,6 +19,7 @@ local str_find = string.find
 local str_lower = string.lower
 local str_match = string.match
 local fail = check.fail
+local redact = core.redact
 
 local _M = {}
 
@@ -220,6 +221,11 @@ local function attempts(client, path, body, result_field, token, auth, retries, 
         if seq ~= seq0 then ev.status, ev.request_id = status, rid end
       end
       ev.status = ev.status or 200
+      -- a request id header may echo what was sent: the event holds
+      -- neither the token nor the app secret
+      if ev.request_id then
+        if tokens then tokens.redact(ev) else ev.request_id = redact(ev.request_id, token) end
+      end
       hook(client, ev)
       return true, res
     end
