@@ -11,6 +11,7 @@ local retry = require "dingtalk.retry"
 local token = require "dingtalk.token"
 local core = require "dingtalk.core"
 local strings = require("spec.helpers.reachable").strings
+local shell = require "spec.helpers.shell"
 
 -- Long, and no 8 bytes of it look like padding or ordinary text.
 local SECRET = "sQ7vK2pX9mWz4RtY8nBc3LdF6hJg1AeU5oIs0TkVqPwMxZrNyH"
@@ -171,6 +172,27 @@ describe("issue 10 (Lua policy)", function()
       assert.is_true(c.options.direct)
       c:close()
       assert.are.equal(0, #requests())
+    end)
+
+    it("a plain-http endpoint never goes through a proxy from the environment", function()
+      -- a child interpreter: the environment is read by libcurl there; the
+      -- proxy port is closed, so going through it fails the call
+      local code = [[
+        local dingtalk = require "dingtalk"
+        local c = dingtalk.new{ endpoint = os.getenv("EP"), timeout = 2000, retries = 0 }
+        local ok, e = pcall(c.robot.clear_plugins, { robotCode = "dingbot-ok", token = "tok-env-0123456789" })
+        io.write(tostring(ok), " ", type(e) == "table" and tostring(e.code) or tostring(e))
+      ]]
+      local dead = "http://127.0.0.1:9"
+      for _, var in ipairs{ "http_proxy", "HTTP_PROXY", "ALL_PROXY", "all_proxy" } do
+        emulator.reset(emu)
+        local rc, out = shell.sh(shell.lua_env("./lua/?.lua;./lua/?/init.lua;;", "./build/" .. shell.LUA .. "/?.so;;",
+                                               { "no_proxy", "NO_PROXY" })
+          .. " " .. var .. "=" .. dead .. " EP=" .. shell.q(emu.url) .. " " .. shell.LUA .. " -e " .. shell.q(code))
+        assert.are.equal(0, rc, out)
+        assert.are.equal("true true", out, var)
+        assert.are.equal(1, #requests(CLEAR_PATH), var)
+      end
     end)
   end)
 
