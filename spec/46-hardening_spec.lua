@@ -127,6 +127,22 @@ describe("issue 10 (Lua policy)", function()
 
     it("redaction reaches nested tables, keys and values (dingtalk.token.redact)", function()
       local tok = "at-some-managed-token-0123456789"
+      local text = "echo " .. SECRET .. " and " .. tok
+      local err = core.error{ kind = "api", code = "param.illegal", message = "plain",
+        accessdenieddetail = { [text] = text, list = { text, { deeper = text, [{ text }] = 1 } } } }
+      token.redact(err, { SECRET, tok })
+      assert.are.same({}, fragments(err, SECRET))
+      assert.are.same({}, fragments(err, tok))
+      assert.are.same({}, fragments(tostring(err), SECRET))
+      local want = "echo [redacted] and [redacted]"
+      assert.are.equal(want, err.accessdenieddetail.list[1])
+      assert.are.equal(want, err.accessdenieddetail.list[2].deeper)
+      assert.are.equal(want, err.accessdenieddetail[want])
+      assert.are.equal("plain", err.message)
+    end)
+
+    it("redaction takes out fragments of the secrets too (dingtalk.token.redact)", function()
+      local tok = "at-some-managed-token-0123456789"
       local text = ("x"):rep(75) .. SECRET:sub(3, 40) .. " and " .. tok:sub(5)
       local err = core.error{ kind = "api", code = "param.illegal", message = text,
         accessdenieddetail = { [text] = text, list = { text, { deeper = text, [{ text }] = 1 } } } }
