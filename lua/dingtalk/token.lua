@@ -159,8 +159,10 @@ function _M.new(client, app_key, app_secret, policy)
   local function run(g, limit)
     local ok, t, err = pcall(fetch, g, limit)
     if g > done then
+      -- a fetch that raised leaves no error for waiters: they fetch
+      -- themselves, and meet the error in their own call
       done = g
-      last_err = (not ok or t) and nil or err
+      last_err = ok and err or nil
     end
     if fetching == g then fetching, lease = false, nil end
     if not ok then error(t, 0) end
