@@ -231,7 +231,8 @@ describe("issue 10 (Lua policy)", function()
       assert.are.same({ "http", "http.429", 429, true, 1 },
                       { err.kind, err.code, err.status, err.retryable, err.attempts })
       assert.is_number(err.retry_after)
-      assert.is_true(err.retry_after >= 9e18, tostring(err.retry_after))
+      -- kept large (the core saturates it), never wrapped into a short wait
+      assert.is_true(err.retry_after >= 2147483647, tostring(err.retry_after))
       assert.are.equal(1, #requests(CLEAR_PATH))
       assert.is_true(took < 1.5, "took " .. took .. " s")
       c:close()
