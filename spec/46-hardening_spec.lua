@@ -275,6 +275,27 @@ describe("issue 10 (Lua policy)", function()
     c:close()
   end)
 
+  it("one deadline per call: a token got late leaves the API call only what is left", function()
+    -- timeout 300 ms, retry_deadline 2000 ms: the bound is 2.6 s. Three
+    -- token requests time out, the 4th answers at once (about 0.9 s in);
+    -- the API then times out until the call's deadline. Before: the API
+    -- call started a budget of its own (about 3.5 s in all).
+    local k = tag("flaky-slow-3-e")
+    local c = client{ app_key = k, app_secret = SECRET, timeout = 300, retry_deadline = 2000,
+                      retries = 20, random = function() return 0 end }
+    local t0 = core.now()
+    local ok, err = pcall(c.robot.clear_plugins, { robotCode = "fault-slow-1000" })
+    local took = core.now() - t0
+    assert.is_false(ok)
+    assert.are.same({ "transport", "transport.timeout" }, { err.kind, err.code })
+    assert.is_true(took < 2.6 + 0.5, "took " .. took .. " s, bound 2.6 s")
+    assert.are.equal(4, #requests(TOKEN_PATH))
+    local calls = requests(CLEAR_PATH)
+    assert.is_true(#calls >= 1 and #calls <= 6, #calls .. " API requests")
+    assert.are.equal("at-" .. k .. "-1", calls[1].headers["x-acs-dingtalk-access-token"])
+    c:close()
+  end)
+
   describe("a token fetch that is never resumed", function()
     -- PUC Lua 5.1 cannot yield across the pcall in the call path
     local yieldable = _VERSION ~= "Lua 5.1" or rawget(_G, "jit") ~= nil
