@@ -296,6 +296,26 @@ describe("issue 10 (Lua policy)", function()
     c:close()
   end)
 
+  it("the refresh after a refused token happens while the fetch and the repeat fit the call's limit", function()
+    -- retry_deadline shorter than timeout: the limit (start + timeout +
+    -- retry_deadline) still leaves room, so the refused token is refreshed
+    local c = client{ app_key = "app-revoke-first", app_secret = SECRET, timeout = 5000, retry_deadline = 1000 }
+    assert.is_true(c.robot.clear_plugins{ robotCode = "dingbot-ok" })
+    assert.are.equal(2, #requests(TOKEN_PATH))
+    assert.are.equal(2, #requests(CLEAR_PATH))
+    c:close()
+    -- retry_deadline = 0: the bound is timeout + timeout, which the first
+    -- attempt, a fetch and a repeat could overrun; no refresh then
+    emulator.reset(emu)
+    c = client{ app_key = "app-always-invalid", app_secret = SECRET, retry_deadline = 0 }
+    local ok, err = pcall(c.robot.clear_plugins, { robotCode = "dingbot-ok" })
+    assert.is_false(ok)
+    assert.are.same({ "InvalidAuthentication", 1 }, { err.code, err.attempts })
+    assert.are.equal(1, #requests(TOKEN_PATH))
+    assert.are.equal(1, #requests(CLEAR_PATH))
+    c:close()
+  end)
+
   describe("a token fetch that is never resumed", function()
     -- PUC Lua 5.1 cannot yield across the pcall in the call path
     local yieldable = _VERSION ~= "Lua 5.1" or rawget(_G, "jit") ~= nil

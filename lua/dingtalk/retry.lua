@@ -172,14 +172,15 @@ function _M.request(client, path, body, result_field, ropts)
 end
 
 
--- One deadline per logical call. It runs from the first failure
--- (retry_deadline), as for a call without app credentials; a call that
--- has to fetch a token (or wait for another caller's fetch) also gets
--- start + timeout + retry_deadline, and the token fetches inside it are
--- bounded by that same deadline (their retries stop a timeout before it,
--- so the call's own attempt still fits). So no attempt of any kind starts
--- after the deadline, and a call lasts at most timeout + retry_deadline +
--- timeout, token refreshes included.
+-- One deadline per logical call. Retries stop at retry_deadline from the
+-- first failure, as for a call without app credentials. A call with a
+-- managed token also has a limit, start + timeout + retry_deadline (from
+-- the clock read the token lookup makes anyway): no attempt of it starts
+-- after the limit, a token fetch inside it (or the wait for another
+-- caller's fetch) stops retrying a timeout before it, so the call's own
+-- attempt still fits, and the refresh after a refused token happens only
+-- while the fetch and the repeat fit. So a call lasts at most timeout +
+-- retry_deadline + timeout, token fetches and refreshes included.
 local function attempts(client, path, body, result_field, token, auth, retries, method, first_err,
                         limit, beat)
   local p = client._retry
@@ -189,9 +190,9 @@ local function attempts(client, path, body, result_field, token, auth, retries, 
   -- retries = 0: the request goes on the wire at most once (the transport
   -- makes no transparent re-send either)
   local once = max_attempts == 1
-  -- A call that succeeds at once (nearly all of them) reads no clock here.
-  local deadline = limit
-  local failed_at
+  -- Set at the first failure: a call that succeeds at once (nearly all of
+  -- them) reads no clock here.
+  local deadline
   -- Without an on_request hook a successful attempt needs no event: no
   -- clock reads around it, no status lookup, no table.
   local watch = client._on_request ~= nil
@@ -199,7 +200,7 @@ local function attempts(client, path, body, result_field, token, auth, retries, 
   while true do
     if managed then
       local err
-      token, err, deadline = tokens.get(deadline)
+      token, err, limit = tokens.get(limit)
       if not token then return nil, err end
     end
     attempt = attempt + 1
@@ -234,17 +235,12 @@ local function attempts(client, path, body, result_field, token, auth, retries, 
     local again, wait = false, 0
     local now
     if managed and not refreshed and _M.token_rejected(res) then
-      -- one refresh and one repeat, on top of the retry budget, but within
-      -- the deadline: the fetch and the repeat must both fit before it
+      -- one refresh and one repeat, on top of the retry budget, while both
+      -- fit before the call's limit
       refreshed = true
       tokens.invalidate(token)
       now = p.now()
-      if not failed_at then
-        failed_at = now
-        local d = now + p.deadline / 1000
-        if not deadline or d < deadline then deadline = d end
-      end
-      if now + p.timeout <= deadline then
+      if not limit or now + p.timeout <= limit then
         max_attempts = max_attempts + 1
         again = true
       end
@@ -252,10 +248,9 @@ local function attempts(client, path, body, result_field, token, auth, retries, 
       failed = failed + 1
       wait = _M.delay(p, failed, res)
       now = p.now()
-      if not failed_at then
-        failed_at = now
-        local d = now + p.deadline / 1000
-        if not deadline or d < deadline then deadline = d end
+      if not deadline then
+        deadline = now + p.deadline / 1000
+        if limit and limit < deadline then deadline = limit end
       end
       again = now + wait <= deadline
     end

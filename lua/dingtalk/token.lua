@@ -223,12 +223,12 @@ function _M.new(client, app_key, app_secret, policy)
   end
 
   -- The cached token, or a fresh one: token | nil, error, and the call's
-  -- deadline (a clock time; made here, start + timeout + retry_deadline,
-  -- when the call has to fetch or wait and had none yet).
+  -- limit (a clock time; made here, start + timeout + retry_deadline, on
+  -- the call's first lookup). No fetch or wait goes past it.
   function tm.get(deadline)
     local now = policy.now()
-    if token and now < refresh_at then return token, nil, deadline end
     if not deadline then deadline = now + timeout() + policy.deadline / 1000 end
+    if token and now < refresh_at then return token, nil, deadline end
     -- a few rounds at most: each one ends a fetch or takes one over
     for _ = 1, 4 do
       if fetching and not (lease and now > lease) then
