@@ -128,9 +128,9 @@ function _M.new(client, app_key, app_secret, policy)
     return require("dingtalk.retry").default_sleep_yields()
   end
 
-  local function timeout()
-    return policy.timeout or 10
-  end
+  -- s: one attempt at most (client timeout), and a call's whole span
+  local attempt_max = policy.timeout or 10
+  local span = attempt_max + policy.deadline / 1000
 
   -- One fetch, of generation g, whose retries start no later than limit.
   local function fetch(g, limit)
@@ -173,8 +173,8 @@ function _M.new(client, app_key, app_secret, policy)
     gen = gen + 1
     fetching = gen
     -- until its first post returns
-    lease = policy.now() + timeout() + _M.SLACK
-    return gen, deadline - timeout()
+    lease = policy.now() + attempt_max + _M.SLACK
+    return gen, deadline - attempt_max
   end
 
   -- Inside nginx: the fetch in a timer of its own. false when no timer
@@ -227,7 +227,7 @@ function _M.new(client, app_key, app_secret, policy)
   -- the call's first lookup). No fetch or wait goes past it.
   function tm.get(deadline)
     local now = policy.now()
-    if not deadline then deadline = now + timeout() + policy.deadline / 1000 end
+    if not deadline then deadline = now + span end
     if token and now < refresh_at then return token, nil, deadline end
     -- a few rounds at most: each one ends a fetch or takes one over
     for _ = 1, 4 do
