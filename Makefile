@@ -19,6 +19,11 @@ CURL_LIBS   = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 CORE_LIBS   = -ldl -lpthread
 # pkg-config names the Lua headers like the interpreters: lua5.1 ... luajit.
 lua_cflags  = $(shell pkg-config --cflags $(1) 2>/dev/null)
+# Builds the suite needs whatever the interpreter under test: nginx loads
+# the LuaJIT one (spec/30), spec/50 links its own program against Lua 5.4.
+# Each target that runs the suite depends on these, so a fresh clone works.
+SUITE_BUILDS = build/luajit/dingtalk/core.so build/lua5.4/dingtalk/core.so
+PREFIX   ?= /usr/local
 
 .PHONY: help deps build build-all test test-one lint demo rock rock-all install clean
 
@@ -36,10 +41,10 @@ build: build/$(LUA)/dingtalk/core.so   ## build the core for $(LUA)
 
 build-all: $(foreach l,$(LUAS),build/$(l)/dingtalk/core.so)   ## build the core for every interpreter
 
-test: deps build-all lint   ## install, build and run the whole suite on every interpreter
+test: deps build-all $(SUITE_BUILDS) lint   ## install, build and run the whole suite on every interpreter
 	@tools/test $(LUAS)
 
-test-one: deps build   ## the suite on $(LUA) only (make test-one LUA=luajit)
+test-one: deps build $(SUITE_BUILDS)   ## the suite on $(LUA) only (make test-one LUA=luajit)
 	@tools/test $(LUA)
 
 lint:          ## luacheck the Lua code
@@ -55,8 +60,8 @@ rock: deps     ## luarocks make into ./luarocks-tree for $(LUA) (offline, Debian
 rock-all: deps   ## luarocks make for Lua 5.1, 5.3, 5.4 and LuaJIT; each installed copy loads and calls
 	@for l in lua5.1 lua5.3 lua5.4 luajit; do tools/rock $$l || exit 1; done
 
-install: deps  ## luarocks make into the system tree for $(LUA) (what `require "dingtalk"` finds)
-	@tools/rock $(LUA) /usr/local
+install: deps  ## luarocks make into the tree $(PREFIX) (default /usr/local: what `require "dingtalk"` finds) for $(LUA)
+	@tools/rock $(LUA) $(PREFIX)
 
 clean:         ## remove build outputs
 	rm -rf build luarocks-tree .tmp src/*.o *.so

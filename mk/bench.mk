@@ -12,5 +12,5 @@ $(BENCH_OUT)/lua5.4/benchclock.so: bench/clock.c
 	$(CC) -std=c99 -O2 -g -Wall -Wextra -Werror -fPIC -shared $(call lua_cflags,lua5.4) $< -o $@
 
 .PHONY: bench
-bench: build/lua5.4/dingtalk/core.so $(BENCH_OUT)/floor $(BENCH_OUT)/lua5.4/benchclock.so   ## module vs plain-C libcurl floor on loopback (< 2 min); writes bench/out/latest.md
+bench: deps build/lua5.4/dingtalk/core.so $(BENCH_OUT)/floor $(BENCH_OUT)/lua5.4/benchclock.so   ## module vs plain-C libcurl floor on loopback (< 2 min); writes bench/out/latest.md
 	@bench/run

@@ -19,7 +19,7 @@ FUZZ_ARGS     = -max_len=4096 -timeout=10 -rss_limit_mb=2048 -dict=fuzz/map.dict
 
 .PHONY: fuzz fuzz-ci fuzz-build fuzz-regressions fuzz-deps
 
-fuzz-deps:
+fuzz-deps:   ## install what fuzzing needs beyond `make deps` (clang, libFuzzer, static Lua 5.4)
 	@tools/fuzz-deps
 
 $(FUZZ_BIN): fuzz/fuzz_map.c $(SRC) $(HDR) | fuzz-deps

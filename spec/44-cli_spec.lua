@@ -19,6 +19,39 @@ local function read(path)
   return s
 end
 
+-- Strictly well-formed UTF-8 (Unicode table 3-7: no overlong form, no
+-- surrogate, nothing past U+10FFFF), written apart from the command's own.
+local UTF8_SEQ = { "[\194-\223][\128-\191]", "\224[\160-\191][\128-\191]",
+                   "[\225-\236\238\239][\128-\191][\128-\191]", "\237[\128-\159][\128-\191]",
+                   "\240[\144-\191][\128-\191][\128-\191]",
+                   "[\241-\243][\128-\191][\128-\191][\128-\191]",
+                   "\244[\128-\143][\128-\191][\128-\191]" }
+local function valid_utf8(s)
+  local i = 1
+  while i <= #s do
+    if s:byte(i) < 128 then
+      i = i + 1
+    else
+      local e
+      for _, p in ipairs(UTF8_SEQ) do
+        e = select(2, s:find("^" .. p, i))
+        if e then break end
+      end
+      if not e then return false, i end
+      i = e + 1
+    end
+  end
+  return true
+end
+
+-- stdout of a --json run: exactly one JSON document, one line, valid UTF-8
+local function json_doc(out)
+  local ok, at = valid_utf8(out)
+  assert(ok, "invalid UTF-8 at byte " .. tostring(at) .. " of: " .. out)
+  assert.matches("^[^\n]+\n$", out)
+  return cjson.decode(out)
+end
+
 local tmp = os.tmpname()
 local outputs = {}   -- every stdout and stderr, searched for secrets at the end
 
@@ -26,7 +59,8 @@ local outputs = {}   -- every stdout and stderr, searched for secrets at the end
 local function run(args, env, stdin)
   local parts = { shell.lua_env("./lua/?.lua;./lua/?/init.lua;" .. package.path, package.cpath,
                                 { "DINGTALK_ACCESS_TOKEN", "DINGTALK_APP_KEY", "DINGTALK_APP_SECRET",
-                                  "DINGTALK_ENDPOINT" }) }
+                                  "DINGTALK_ENDPOINT", "DINGTALK_CAFILE", "http_proxy", "HTTP_PROXY",
+                                  "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY" }) }
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
   parts[#parts + 1] = LUA .. " bin/dingtalk"
   for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
@@ -192,8 +226,13 @@ describe("dingtalk command", function()
     { { "robot", "clear-plugins", "--bogus", "x" }, "unknown option %-%-bogus" },
     { { "robot", "set-plugins", "--robot-code", "x" }, "needs %-%-file" },
     { { "robot", "clear-plugins", "--robot-code", "x", "--retries", "many" }, "%-%-retries must be" },
-    { { "robot", "clear-plugins", "--robot-code", "x", "--endpoint", "ftp://x" }, "endpoint" },
+    { { "robot", "clear-plugins", "--robot-code", "x", "--endpoint", "ftp://x" }, "endpoint",
+      { "argument", "argument.endpoint", "endpoint" } },
     { { "robot", "clear-plugins", "--robot-code", "x", "--from", "/nonexistent/codes" }, "cannot read" },
+    { { "robot", "clear-plugins", "--robot-code", "x", "--verbose=yes" }, "%-%-verbose takes no value" },
+    { { "robot", "clear-plugins", "--robot-code", "x", "--timeout", "1", "--timeout", "2" }, "given twice" },
+    { { "robot", "query-plugins", "--robot-code", "x", "--from", "f" }, "%-%-from is for clear%-plugins" },
+    { { "robot", "clear-plugins", "--robot-code", "x", "-q" }, "unknown option %-q" },
   }
   for _, case in ipairs(usage_cases) do
     it("usage error: " .. table.concat(case[1], " "), function()
@@ -204,7 +243,134 @@ describe("dingtalk command", function()
       assert.matches(case[2], err)
       assert.matches("%(see dingtalk %-%-help%)$", lines(err)[1])
     end)
+
+    -- --json first: the case's own last word may be an option waiting for a value
+    it("usage error, --json: one JSON error document: " .. table.concat(case[1], " "), function()
+      local args = { "--json" }
+      for _, a in ipairs(case[1]) do args[#args + 1] = a end
+      local rc, out, err = run(args, env)
+      assert.are.equal(2, rc)
+      local doc = json_doc(out)
+      local want = case[3] or { "usage", "usage", nil }
+      assert.are.same({ "error" }, (function() local k = {} for n in pairs(doc) do k[#k + 1] = n end return k end)())
+      assert.are.same(want, { doc.error.kind, doc.error.code, doc.error.field })
+      assert.matches(case[2], doc.error.message)
+      assert.are.equal(1, #lines(err), "the stderr line stays")
+      assert.matches(case[2], err)
+      assert.are.equal(0, #emulator.requests(emu))
+    end)
   end
+
+  it("--json anywhere, also after the faulty word, gives the JSON error", function()
+    for _, args in ipairs{ { "robot", "clear-plugins", "--bogus", "x", "--json" },
+                           { "robot", "clear-plugins", "--json=yes", "--robot-code", "x" },
+                           { "robot", "wipe", "--json" },
+                           { "robot", "clear-plugins", "--json", "--robot-code" } } do
+      local rc, out = run(args, env)
+      assert.are.equal(2, rc, table.concat(args, " "))
+      local doc = json_doc(out)
+      assert.are.equal("usage", doc.error.kind)
+      assert.is_string(doc.error.message)
+    end
+    local rc, out = run({ "robot", "clear-plugins", "--robot-code", "x", "--json" }, { DINGTALK_ENDPOINT = emu.url })
+    assert.are.equal(2, rc)
+    assert.matches("^no access token", json_doc(out).error.message)
+    assert.are.equal(0, #emulator.requests(emu))
+  end)
+
+  it("--help --json is a JSON document too", function()
+    for _, args in ipairs{ { "--help", "--json" }, { "robot", "clear-plugins", "--json", "-h" } } do
+      local rc, out, err = run(args, {})
+      assert.are.equal(0, rc)
+      assert.are.equal("", err)
+      assert.matches("^Usage: dingtalk robot", json_doc(out).help)
+    end
+  end)
+
+  it("invalid UTF-8 in codes read with --from still gives valid JSON and valid text", function()
+    local f = assert(io.open(tmp .. ".codes", "wb"))
+    -- stray bytes, an overlong '/', a surrogate half, then a server answer with raw bad bytes
+    f:write("dingbot-ok\ndingbot-\255\254x\ndingbot-\192\175\ndingbot-\237\160\128\nfault-invalid-utf8\n")
+    f:close()
+    local rc, out, err = run({ "robot", "clear-plugins", "--from", tmp .. ".codes", "--json" }, env)
+    local doc = json_doc(out)
+    local R = "\239\191\189"
+    local codes = {}
+    for i, r in ipairs(doc.results) do codes[i] = r.robotCode end
+    assert.are.same({ "dingbot-ok", "dingbot-" .. R .. R .. "x", "dingbot-" .. R .. R,
+                      "dingbot-" .. R .. R .. R, "fault-invalid-utf8" }, codes)
+    assert.are.same({ true, false, false, false, false }, { doc.results[1].ok, doc.results[2].ok,
+                    doc.results[3].ok, doc.results[4].ok, doc.results[5].ok })
+    assert.are.same({ "api", "param.illegal", 400 }, { doc.results[5].error.kind, doc.results[5].error.code,
+                                                       doc.results[5].error.status })
+    assert.is_true(rc == 1 or rc == 2, "exit " .. tostring(rc))   -- 2 if the library refuses bad codes itself
+    assert.is_true(valid_utf8(err))
+    assert.are.equal(4, #lines(err))
+    -- the server got the good codes as they were
+    local sent = {}
+    for _, r in ipairs(emulator.requests(emu)) do sent[#sent + 1] = cjson.decode(r.body).robotCode end
+    assert.are.equal("dingbot-ok", sent[1])
+    assert.are.equal("fault-invalid-utf8", sent[#sent])
+    -- the human output: valid UTF-8 as well, one line per code
+    local rc2
+    rc2, out, err = run({ "robot", "clear-plugins", "--from", tmp .. ".codes" }, env)
+    assert.are.equal(rc, rc2)
+    assert.are.equal("dingbot-ok: cleared\n", out)
+    assert.is_true(valid_utf8(err), err)
+    assert.are.equal(4, #lines(err))
+    assert.matches("^dingtalk: dingbot%-" .. R .. R .. "x: ", lines(err)[1])
+  end)
+
+  it("--insecure-http lets plain http go to a host that is not loopback", function()
+    -- 127.1 is not loopback by name (the option check) but is by address
+    -- (libcurl reads it as 127.0.0.1): no traffic leaves the machine.
+    local port = assert(emu.url:match("^http://127%.0%.0%.1:(%d+)$"), emu.url)
+    local plain = "http://127.1:" .. port
+    local rc, out, err = run({ "robot", "clear-plugins", "--robot-code", "dingbot-ok", "--endpoint", plain,
+                               "--json" }, env)
+    assert.are.equal(2, rc)
+    local e = json_doc(out).error
+    assert.are.same({ "argument", "argument.insecure", "endpoint" }, { e.kind, e.code, e.field })
+    assert.matches("%-%-insecure%-http", e.message)
+    assert.matches("%-%-insecure%-http", err)
+    assert.are.equal(0, #emulator.requests(emu))
+    rc, out, err = run({ "robot", "clear-plugins", "--robot-code", "dingbot-ok", "--endpoint", plain,
+                         "--insecure-http", "--retries", "0" }, env)
+    assert.are.equal(0, rc, err)
+    assert.are.equal("dingbot-ok: cleared\n", out)
+    local reqs = emulator.requests(emu)
+    assert.are.equal(1, #reqs)
+    assert.are.equal("/v1.0/robot/plugins/clear", reqs[1].path)
+    assert.are.equal(TOKEN, reqs[1].headers["x-acs-dingtalk-access-token"])
+    assert.are.same({ robotCode = "dingbot-ok" }, cjson.decode(reqs[1].body))
+    rc, out = run({ "--help" }, {})
+    assert.are.equal(0, rc)
+    assert.matches("\n  %-%-insecure%-http ", out)
+  end)
+
+  it("a secret typed where it does not belong is not echoed", function()
+    -- the token as a command word, glued to an unknown short option, as a robot code
+    local cases = {
+      { { "--json", TOKEN, "clear-plugins" }, env, 2 },
+      { { "robot", "clear-plugins", "--robot-code", "x", "-t" .. TOKEN }, env, 2, "unknown option %-t " },
+      { { "robot", "clear-plugins", "--robot-code", "x", "-t" .. TOKEN, "--json" }, env, 2, "unknown option %-t\"" },
+      { { "robot", "clear-plugins", "--token", TOKEN, "--robot-code", TOKEN, "--json" },
+        { DINGTALK_ENDPOINT = emu.url }, 1 },
+      { { "robot", "clear-plugins", "--robot-code", SECRET },
+        { DINGTALK_ENDPOINT = emu.url, DINGTALK_APP_KEY = "app-cli", DINGTALK_APP_SECRET = SECRET }, 1 },
+      { { "robot", SECRET, "--json" },
+        { DINGTALK_ENDPOINT = emu.url, DINGTALK_APP_KEY = "app-cli", DINGTALK_APP_SECRET = SECRET }, 2 },
+    }
+    for _, case in ipairs(cases) do
+      local rc, out, err = run(case[1], case[2])
+      assert.are.equal(case[3], rc, err)
+      assert.is_nil(out:find(TOKEN, 1, true))
+      assert.is_nil(err:find(TOKEN, 1, true))
+      assert.is_nil(out:find(SECRET, 1, true))
+      assert.is_nil(err:find(SECRET, 1, true))
+      assert.matches(case[4] or "%[redacted%]", out .. err)
+    end
+  end)
 
   it("no token anywhere is a usage error", function()
     local rc, _, err = run({ "robot", "clear-plugins", "--robot-code", "x" }, { DINGTALK_ENDPOINT = emu.url })
@@ -240,11 +406,15 @@ describe("dingtalk command", function()
     assert.are.equal("dingbot-ok: cleared\n", table.concat(buf.out))
   end)
 
-  it("no output of any run above carried the token or the secret", function()
-    assert.is_true(#outputs > 20)
-    for _, s in ipairs(outputs) do
-      assert.is_nil(s:find(TOKEN, 1, true), "token in: " .. s)
-      assert.is_nil(s:find(SECRET, 1, true), "secret in: " .. s)
+  it("no output of any run above carried the token or the secret, not even 8 bytes of one", function()
+    assert.is_true(#outputs > 60)
+    for _, secret in ipairs{ TOKEN, SECRET } do
+      for i = 1, #secret - 7 do
+        local piece = secret:sub(i, i + 7)
+        for _, s in ipairs(outputs) do
+          assert.is_nil(s:find(piece, 1, true), piece .. " in: " .. s)
+        end
+      end
     end
   end)
 end)

@@ -8,9 +8,14 @@
 -- in-process as well as as a process. main(argv, sys) returns the exit
 -- code: 0 done, 1 the platform refused, 2 usage, 3 transport failure.
 -- Neither the token nor the app secret is ever written anywhere: errors
--- come redacted from the library, and no message quotes an option value
--- other than robot codes and file names.
+-- come redacted from the library, no message quotes an option value other
+-- than robot codes and file names, and every line and JSON string written
+-- is redacted once more here (a token pasted where a robot code belongs).
+-- With --json, stdout gets exactly one JSON document whatever happens:
+-- the results, {"error": {...}} for a usage or internal error, or
+-- {"help": "..."}; its strings are valid UTF-8 whatever the input was.
 local cjson = require "cjson"
+local core = require "dingtalk.core"
 
 local concat = table.concat
 local sort = table.sort
@@ -23,6 +28,8 @@ local setmetatable = setmetatable
 local tonumber = tonumber
 local tostring = tostring
 local type = type
+local str_byte = string.byte
+local str_find = string.find
 local str_format = string.format
 local str_gsub = string.gsub
 local str_match = string.match
@@ -53,7 +60,10 @@ Options for every command:
   --cafile FILE      CA bundle for TLS (or DINGTALK_CAFILE)
   --timeout MS       per attempt (default 10000)
   --retries N        retries of retryable failures (default 3; 0 turns them off)
-  --json             one JSON document on stdout, for scripts
+  --insecure-http    allow plain http to a host other than loopback
+                     (the token then travels in clear text)
+  --json             exactly one JSON document on stdout, for scripts, also
+                     for errors: {"error": {"kind", "code", "message", ...}}
   --verbose          one line per HTTP attempt on stderr
   -h, --help         this text; `dingtalk robot COMMAND --help` for a command
 
@@ -86,17 +96,79 @@ HELP.robot = HELP.main
 
 local VALUE_OPTS = { token = true, endpoint = true, ["robot-code"] = true, from = true,
                      file = true, timeout = true, retries = true, cafile = true }
-local FLAG_OPTS = { json = true, verbose = true, help = true }
+local FLAG_OPTS = { json = true, verbose = true, help = true, ["insecure-http"] = true }
 
 
--- A usage error: raised inside main, caught there.
-local function usage(message)
-  error({ usage = message }, 0)
+-- A usage error: raised inside main, caught there. lib: the JSON error for
+-- an argument error of the library (its code and field), if it is one.
+local function usage(message, lib)
+  error({ usage = message, lib = lib }, 0)
+end
+
+
+-- The secrets of the running main (token, app secret), taken out of all it
+-- writes; main sets them, so encode and one_line need no extra argument.
+local active = {}
+
+
+-- s with every byte that does not belong to a well-formed UTF-8 sequence
+-- replaced by U+FFFD (strict: no overlong forms, surrogates or code points
+-- past U+10FFFF). cjson copies bytes as they are, so a robot code from a
+-- file would otherwise make the JSON output invalid.
+local REPLACEMENT = "\239\191\189"
+local function utf8_fix(s)
+  if not str_find(s, "[\128-\255]") then return s end
+  local parts, i, n, from = {}, 1, #s, 1
+  while i <= n do
+    local c = str_byte(s, i)
+    local size, lo, hi = 0, 0x80, 0xBF
+    if c < 0x80 then size = 1
+    elseif c >= 0xC2 and c <= 0xDF then size = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      size = 3
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      size = 4
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    end
+    local ok = size > 0 and i + size - 1 <= n
+    if ok and size > 1 then
+      local c2 = str_byte(s, i + 1)
+      ok = c2 >= lo and c2 <= hi
+      for k = i + 2, i + size - 1 do
+        local ck = str_byte(s, k)
+        ok = ok and ck >= 0x80 and ck <= 0xBF
+      end
+    end
+    if ok then
+      i = i + size
+    else
+      parts[#parts + 1] = str_sub(s, from, i - 1)
+      parts[#parts + 1] = REPLACEMENT
+      i = i + 1
+      from = i
+    end
+  end
+  parts[#parts + 1] = str_sub(s, from)
+  return concat(parts)
+end
+_M.utf8_fix = utf8_fix
+
+
+-- Any text on its way out: the secrets taken out, then valid UTF-8.
+local function clean(s)
+  s = tostring(s)
+  if active.token or active.secret then s = core.redact(s, active.token, active.secret) end
+  return utf8_fix(s)
 end
 
 
 local function parse(argv)
   local words, opts = {}, { ["robot-code"] = {} }
+  -- The first usage error is kept, not raised at once: parsing goes on so
+  -- that a --json after the culprit still asks for a JSON error.
+  local bad
+  local function usage_later(message) bad = bad or message end
   local i, n = 1, #argv
   while i <= n do
     local a = argv[i]
@@ -109,33 +181,37 @@ local function parse(argv)
       local name, value = str_match(a, "^%-%-([^=]+)=(.*)$")
       name = name or str_sub(a, 3)
       if FLAG_OPTS[name] then
-        if value then usage("--" .. name .. " takes no value") end
+        if value then usage_later("--" .. name .. " takes no value") end
         opts[name] = true
       elseif VALUE_OPTS[name] then
         if not value then
           i = i + 1
           value = argv[i]
-          if value == nil then usage("--" .. name .. " needs a value") end
+          if value == nil then
+            usage_later("--" .. name .. " needs a value")
+            break
+          end
         end
         if name == "robot-code" then
           local list = opts["robot-code"]
           list[#list + 1] = value
         elseif opts[name] ~= nil then
-          usage("--" .. name .. " given twice")
+          usage_later("--" .. name .. " given twice")
         else
           opts[name] = value
         end
       else
-        usage("unknown option --" .. name)
+        usage_later("unknown option --" .. name)
       end
     elseif str_sub(a, 1, 1) == "-" and a ~= "-" then
-      usage("unknown option " .. (str_match(a, "^(%-[^=]*)") or "-"))
+      -- only the letter: "-tTOKEN" must not print the token
+      usage_later("unknown option " .. str_sub(a, 1, 2))
     else
       words[#words + 1] = a
     end
     i = i + 1
   end
-  return words, opts
+  return words, opts, bad
 end
 
 
@@ -144,24 +220,36 @@ end
 local ARRAY = {}
 local function array(t) return setmetatable(t, ARRAY) end
 
+-- Every string goes through clean (secrets out, valid UTF-8).
 local function encode(v)
+  if type(v) == "string" then return json.encode(clean(v)) end
   if type(v) ~= "table" then return json.encode(v) end
   local parts = {}
   if getmetatable(v) == ARRAY then
     for i = 1, #v do parts[i] = encode(v[i]) end
     return "[" .. concat(parts, ",") .. "]"
   end
-  local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  local keys, vals = {}, {}
+  for k, x in pairs(v) do
+    local key = clean(k)
+    keys[#keys + 1] = key
+    vals[key] = x
+  end
   sort(keys)
-  for i, k in ipairs(keys) do parts[i] = json.encode(k) .. ":" .. encode(v[k]) end
+  for i, k in ipairs(keys) do parts[i] = json.encode(k) .. ":" .. encode(vals[k]) end
   return "{" .. concat(parts, ",") .. "}"
 end
 _M.encode = encode
 
 
+-- One line for a terminal: secrets out, valid UTF-8, and no control
+-- character (C0, DEL, C1), line separator or bidi override left to move the
+-- cursor or reorder what an operator reads.
 local function one_line(s)
-  return (str_gsub(tostring(s), "[%c]", " "))
+  s = str_gsub(clean(s), "[%c]", " ")
+  s = str_gsub(s, "\194[\128-\159]", " ")
+  s = str_gsub(s, "\226\128[\168-\174]", " ")
+  return (str_gsub(s, "\226\129[\166-\169]", " "))
 end
 
 
@@ -207,6 +295,7 @@ local function make_client(sys, opts)
   local o = {
     endpoint = opts.endpoint or env("DINGTALK_ENDPOINT"),
     cafile = opts.cafile or env("DINGTALK_CAFILE"),
+    insecure_http = opts["insecure-http"] or nil,
     timeout = whole(opts, "timeout", 1, 2147483647),
     retries = whole(opts, "retries", 0, 100),
   }
@@ -236,7 +325,11 @@ local function make_client(sys, opts)
   end
   local ok, c = pcall(sys.new, o)
   if not ok then
-    usage(type(c) == "table" and str_gsub(tostring(c), "^dingtalk: ", "") or tostring(c))
+    if type(c) ~= "table" then usage(tostring(c)) end
+    -- the library names its option; here it is a flag
+    local hint = c.code == "argument.insecure" and " (on the command line: --insecure-http)" or ""
+    usage(str_gsub(tostring(c), "^dingtalk: ", "") .. hint,
+          { kind = c.kind, code = c.code, field = c.field, message = tostring(c.message) .. hint })
   end
   return c, token
 end
@@ -271,21 +364,28 @@ end
 
 local COMMANDS = { ["clear-plugins"] = true, ["query-plugins"] = true, ["set-plugins"] = true }
 
-local function run(argv, sys)
-  local words, opts = parse(argv)
+local function run(argv, sys, st)
+  local words, opts, bad = parse(argv)
   local out, err = sys.stdout, sys.stderr
+  st.json = opts.json
+  if opts.token and opts.token ~= "" then active.token = opts.token end
+  if bad then usage(bad) end
+  local function help(text)
+    out:write(opts.json and encode{ help = text } .. "\n" or text)
+    return 0
+  end
   if words[1] == nil then
-    if opts.help then out:write(HELP.main) return 0 end
+    if opts.help then return help(HELP.main) end
     usage("no command")
   end
   if words[1] ~= "robot" then usage("unknown command " .. one_line(words[1])) end
   local cmd = words[2]
   if cmd == nil then
-    if opts.help then out:write(HELP.robot) return 0 end
+    if opts.help then return help(HELP.robot) end
     usage("robot needs a command: clear-plugins, query-plugins or set-plugins")
   end
   if not COMMANDS[cmd] then usage("unknown command robot " .. one_line(cmd)) end
-  if opts.help then out:write(HELP[cmd]) return 0 end
+  if opts.help then return help(HELP[cmd]) end
   if opts.from and cmd ~= "clear-plugins" then usage("--from is for clear-plugins") end
   if opts.file and cmd ~= "set-plugins" then usage("--file is for set-plugins") end
   if cmd == "set-plugins" and not opts.file then usage("set-plugins needs --file entries.json") end
@@ -358,14 +458,29 @@ function _M.main(argv, sys)
     open = sys.open or io.open,
     new = sys.new or require("dingtalk").new,
   }
-  local ok, code = pcall(run, argv or {}, s)
-  if ok then return code end
-  if type(code) == "table" and code.usage then
-    s.stderr:write(one_line("dingtalk: " .. code.usage .. " (see dingtalk --help)"), "\n")
-    return _M.EXIT_USAGE
+  local saved = active
+  local function secret(name)
+    local v = s.getenv(name)
+    if v ~= "" then return v end
   end
-  s.stderr:write(one_line("dingtalk: internal error: " .. tostring(code)), "\n")
-  return _M.EXIT_TRANSPORT
+  active = { token = secret("DINGTALK_ACCESS_TOKEN"), secret = secret("DINGTALK_APP_SECRET") }
+  local st = {}
+  local ok, code = pcall(run, argv or {}, s, st)
+  local rc, doc
+  if ok then
+    rc = code
+  elseif type(code) == "table" and code.usage then
+    s.stderr:write(one_line("dingtalk: " .. code.usage .. " (see dingtalk --help)"), "\n")
+    doc = code.lib or { kind = "usage", code = "usage", message = code.usage }
+    rc = _M.EXIT_USAGE
+  else
+    s.stderr:write(one_line("dingtalk: internal error: " .. tostring(code)), "\n")
+    doc = { kind = "internal", code = "internal", message = tostring(code) }
+    rc = _M.EXIT_TRANSPORT
+  end
+  if doc and st.json then s.stdout:write(encode{ error = doc }, "\n") end
+  active = saved
+  return rc
 end
 
 
