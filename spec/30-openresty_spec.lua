@@ -233,19 +233,20 @@ describe("OpenResty (lua-nginx-module)", function()
   describe("request bytes", function()
     -- A listener here plays the server: nginx's call (either transport)
     -- connects to it while this process waits for nginx's answer.
-    local server, port
+    local server
     before_each(function()
       server = assert(socket.bind("127.0.0.1", 0))
-      local _
-      _, port = server:getsockname()
       server:settimeout(5)
     end)
     after_each(function() server:close() end)
 
-    local function capture(query, reply)
-      local c = openresty.send(nginx, "/run", merge(query, { endpoint = "http://127.0.0.1:" .. port,
-                                                         robotCode = "dingbot-ok" }), TOKEN)
-      local peer = assert(server:accept())
+    local function capture(query, reply, listener)
+      listener = listener or server
+      local _, lport, family = listener:getsockname()
+      local host = family == "inet6" and "[::1]" or "127.0.0.1"
+      local c = openresty.send(nginx, "/run", merge({ endpoint = "http://" .. host .. ":" .. lport,
+                                                     robotCode = "dingbot-ok" }, query), TOKEN)
+      local peer = assert(listener:accept())
       peer:settimeout(5)
       local lines = {}
       repeat
@@ -277,6 +278,22 @@ describe("OpenResty (lua-nginx-module)", function()
         .. "User%-Agent: lua%-dingtalk/[^\r]+\r\nx%-acs%-dingtalk%-access%-token: " .. TOKEN:gsub("%p", "%%%0")
         .. "\r\nContent%-Type: application/json\r\nAccept: application/json\r\nContent%-Length: 26\r\n\r\n"
         .. '{"robotCode":"dingbot%-ok"}$', via_ngx)
+    end)
+
+    it("an IPv6 loopback endpoint (http://[::1]:port) works on both", function()
+      local v6 = assert(socket.bind("::1", 0))
+      v6:settimeout(5)
+      local ok, err = pcall(function()
+        local via_ngx, r1 = capture({}, OK, v6)
+        local via_lib, r2 = capture({ transport = "curl" }, OK, v6)
+        assert.are.equal("ngx", r1.via)
+        assert.is_true(r1.result, tostring(r1.err and r1.err.message))
+        assert.is_true(r2.result)
+        assert.are.equal(via_lib, via_ngx)
+        assert.matches("\r\nHost: %[::1%]:%d+\r\n", via_ngx)
+      end)
+      v6:close()
+      assert(ok, err)
     end)
 
     it("a chunked answer with a trailer reads the same", function()

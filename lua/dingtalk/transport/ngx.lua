@@ -88,6 +88,10 @@ local function endpoint(url, cafile)
   -- nginx's resolver does not read /etc/hosts; libcurl would map localhost.
   local addr = host
   if str_lower(host) == "localhost" then addr = "127.0.0.1" end
+  -- connect() takes an IPv6 address only in brackets ("::1" is read as a
+  -- host "" with port ":1")
+  local v6 = str_find(host, ":", 1, true) ~= nil
+  if v6 then addr = "[" .. host .. "]" end
   -- a client with a cafile of its own gets connections of its own: one
   -- verified against another trust store is never handed to it
   local pool = "dingtalk:" .. scheme .. "://" .. host .. ":" .. port .. (cafile and " ca=" .. cafile or "")
@@ -99,7 +103,7 @@ local function endpoint(url, cafile)
     -- dropped already (and a dead one is not silently replaced)
     once_pool = pool .. " once",
     -- a name nginx's resolver must look up (an IP literal needs none)
-    named = not str_find(addr, "^%d+%.%d+%.%d+%.%d+$") and not str_find(addr, ":", 1, true),
+    named = not v6 and not str_find(addr, "^%d+%.%d+%.%d+%.%d+$"),
   }
   endpoints[key] = ep
   return ep
