@@ -355,10 +355,23 @@ describe("OpenResty (lua-nginx-module)", function()
       -- time (a Lua pattern did: ~15 s of a blocked worker)
       { "a header value with 80,000 inner blanks", head{ "X-Blank: b" .. (" "):rep(80000) .. "b",
                                                          "Content-Length: 15" }, true, 5000 },
+      -- a chunk size libcurl takes (up to 16 hex digits, signed 64-bit) is
+      -- judged by the bytes that follow: past max_body (10 here) too large
+      { "a chunk of 4 GiB announced, max_body bytes exceeded",
+        head({ "Transfer-Encoding: chunked" }, "100000000\r\n" .. ("x"):rep(40)), "transport.too_large",
+        nil, { max_body = 10 } },
+      { "a chunk of 2^63 - 1 announced, max_body bytes exceeded",
+        head({ "Transfer-Encoding: chunked" }, "7fffffffffffffff\r\n" .. ("x"):rep(40)), "transport.too_large",
+        nil, { max_body = 10 } },
+      { "a chunk size of 17 hex digits", head({ "Transfer-Encoding: chunked" },
+        "0000000000000000f\r\n{\"result\":true}\r\n0\r\n\r\n"), "transport.closed" },
     }
     for _, x in ipairs(edges) do
+      -- one attempt: a retryable failure would come back for a listener
+      -- that accepts once
+      local query = merge({ retries = 0 }, x[5])
       it(x[1] .. ": cosockets", function()
-        local _, res = capture({}, x[2])
+        local _, res = capture(query, x[2])
         assert.are.equal("ngx", res.via)
         if x[4] then assert.is_true(res.ms < x[4], "took " .. res.ms .. " ms") end
         if x[3] == true then
@@ -367,12 +380,12 @@ describe("OpenResty (lua-nginx-module)", function()
         else
           assert.is_false(res.ok)
           assert.are.equal(x[3], res.err.code)
-          assert.is_false(res.err.retryable)
+          assert.are.equal(x[3] == "transport.closed", res.err.retryable)
         end
       end)
       it(x[1] .. ": libcurl agrees", function()
-        local _, r1 = capture({}, x[2])
-        local _, r2 = capture({ transport = "curl" }, x[2])
+        local _, r1 = capture(query, x[2])
+        local _, r2 = capture(merge(query, { transport = "curl" }), x[2])
         assert.are.equal("curl", r2.via)
         assert_same_outcome({ ok = r2.ok, result = r2.result, err = r2.err }, r1, x[1])
       end)

@@ -276,8 +276,11 @@ local function read_chunked(st, max)
     local line, err = read_line(st, MAX_LINE, "in a chunk size line")
     if not line then return nil, err end
     local hex = str_match(line, "^%s*(%x+)%s*[;]?")
-    if not hex or #hex > 8 then
-      -- libcurl: "Illegal or missing hexadecimal sequence" (CURLE_RECV_ERROR)
+    -- libcurl reads up to 16 hex digits into a signed 64-bit size: "Illegal
+    -- or missing hexadecimal sequence" or a hex-length error otherwise
+    -- (CURLE_RECV_ERROR). A size it takes but we cannot hold is past
+    -- max_body anyway, which the bytes that follow decide (as libcurl).
+    if not hex or #hex > 16 or (#hex == 16 and str_byte(hex) > 55) then   -- "7"
       return fail("transport.closed", "bad chunk size in a chunked response", true)
     end
     local size = tonumber(hex, 16)
