@@ -499,8 +499,11 @@ local warned = setmetatable({}, { __mode = "k" })
 function _M.post(client, path, token, body, result_field, method, once, secret)
   local n = ngx
   if secret ~= nil and type(secret) ~= "string" then
-    -- what the C core's post raises (luaL_optlstring), before any I/O
-    error("bad argument #8 to 'post' (string expected, got " .. type(secret) .. ")", 2)
+    -- what the C core's post does (luaL_optlstring), before any I/O
+    if type(secret) ~= "number" then
+      error("bad argument #8 to 'post' (string expected, got " .. type(secret) .. ")", 2)
+    end
+    secret = tostring(secret)
   end
   if not _M.usable() then
     local phase = type(n) == "table" and n.get_phase and n.get_phase() or "plain Lua"
