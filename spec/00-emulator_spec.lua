@@ -287,6 +287,97 @@ describe("emulator", function()
             assert.truthy(cjson.decode(body).message:find("\r\n", 1, true))
         end)
 
+        it("answers odd numbers, a 3xx with a JSON body and Unicode controls", function()
+            local _, body
+            local status, headers = post("fault-retry-after-huge")
+            assert.equal(429, status)
+            assert.equal("100000000000000000000000", headers["retry-after"])
+
+            status, headers, body = post("fault-3xx-json")
+            assert.equal(302, status)
+            assert.equal("http://127.0.0.1:1/elsewhere", headers["location"])
+            assert.same({ code = "param.illegal", message = "moved" }, cjson.decode(body))
+
+            status, _, body = post("fault-unicode-controls")
+            assert.equal(400, status)
+            assert.equal("a\194\133b\194\155c\226\128\168d\226\128\169e\226\128\174f\226\129\166g",
+                         cjson.decode(body).message)
+
+            status, _, body = post("fault-numeric-code")
+            assert.equal(400, status)
+            -- numbers in the JSON text itself, not strings
+            assert.matches('"code":40014[,}]', body)
+            assert.matches('"requestid":12345[,}]', body)
+        end)
+
+        -- "x" * N, the secret, " end": where the client's cuts fall depends on N
+        it("echoes the token after N bytes of padding (fault-echo-KIND-N)", function()
+            local secret = "echo-Tk7w-0123456789"
+            local want = ("x"):rep(150) .. secret .. " end"
+            local status, headers, body = post("fault-echo-pad-150", { token = secret })
+            assert.equal(400, status)
+            local e = cjson.decode(body)
+            assert.same({ "param.illegal", want, want }, { e.code, e.message, e.requestid })
+            assert.equal(want, headers["x-acs-trace-id"])
+            assert.same({ [want] = want, list = { want, { deeper = want } } }, e.accessdenieddetail)
+
+            status, headers, body = post("fault-echo-html-150", { token = secret })
+            assert.equal(502, status)
+            assert.matches("^text/html", headers["content-type"])
+            assert.equal("<html><body>upstream said: " .. want .. "</body></html>", body)
+            assert.equal(want, headers["x-acs-request-id"])
+
+            status, headers, body = post("fault-echo-rid-150", { token = secret })
+            assert.equal(400, status)
+            assert.same({ code = "param.illegal", message = "Parameter error" }, cjson.decode(body))
+            assert.equal(want, headers["x-acs-request-id"])
+
+            -- the padding is capped (100,000 bytes)
+            status, headers = post("fault-echo-rid-999999", { token = secret })
+            assert.equal(400, status)
+            assert.equal(100000 + #secret + 4, #headers["x-acs-request-id"])
+        end)
+
+        it("echoes the app secret on the token route (app-echo-*)", function()
+            local secret = "app-Sc9q-0123456789"
+            local function token_call(key)
+                return call{ path = "/v1.0/oauth2/accessToken", token = false,
+                             body = cjson.encode{ appKey = key, appSecret = secret } }
+            end
+            local want = ("x"):rep(20) .. secret .. " end"
+            local _
+            local status, headers, body = token_call("app-echo-pad-20")
+            assert.equal(400, status)
+            assert.equal(want, cjson.decode(body).message)
+            assert.equal(want, headers["x-acs-trace-id"])
+            status, headers = token_call("app-echo-rid-20")
+            assert.equal(400, status)
+            assert.equal(want, headers["x-acs-request-id"])
+            status, _, body = token_call("app-echo-html-20")
+            assert.equal(502, status)
+            assert.truthy(body:find(want, 1, true))
+            status, _, body = token_call("app-echo-body")
+            assert.equal(400, status)
+            assert.equal("<pre>" .. cjson.encode{ appKey = "app-echo-body", appSecret = secret } .. "</pre>",
+                         body)
+        end)
+
+        it("refuses the first token of app-revoke-numeric with a numeric code", function()
+            local function token_call()
+                local _, _, body = call{ path = "/v1.0/oauth2/accessToken", token = false,
+                    body = cjson.encode{ appKey = "app-revoke-numeric", appSecret = "s" } }
+                return cjson.decode(body).accessToken
+            end
+            local first, second = token_call(), token_call()
+            local _
+            local status, body
+            status, _, body = post("dingbot-ok", { token = first })
+            assert.equal(400, status)
+            assert.matches('"code":40014[,}]', body)
+            status, _, body = post("dingbot-ok", { token = second })
+            assert.same({ 200, { result = true } }, { status, cjson.decode(body) })
+        end)
+
         it("sends a valid 2 MiB body for fault-huge", function()
             local status, headers, body = post("fault-huge")
             assert.equal(200, status)
@@ -353,6 +444,47 @@ describe("emulator", function()
             assert.is_true(socket.gettime() - t0 < 3)
             -- the server is still fine afterwards
             assert.equal(200, (post("dingbot-ok")))
+        end)
+
+        -- raw heads a client must refuse (then the server closes)
+        local function raw(code)
+            local sock = connect()
+            sock:settimeout(10)
+            sock:send(raw_request(code))
+            local data, err, partial = sock:receive("*a")
+            sock:close()
+            assert.is_nil(err)
+            data = data or partial
+            local head, body = data:match("^(.-\r\n)\r\n(.*)$")
+            return head, body
+        end
+
+        it("floods the head with 100,000 header lines", function()
+            local head, body = raw("fault-header-flood")
+            assert.matches("^HTTP/1%.1 200 OK\r\n", head)
+            local n = select(2, head:gsub("\r\nX%-Flood%-%d+: v", ""))
+            assert.equal(100000, n)
+            assert.equal('{"result":true}', body)
+        end)
+
+        it("sends one 10 MiB header line", function()
+            local head, body = raw("fault-header-huge")
+            local huge = head:match("\r\nX%-Huge: (h+)\r\n")
+            assert.equal(10 * 1024 * 1024, #huge)
+            assert.equal('{"result":true}', body)
+        end)
+
+        it("sends the framings both transports refuse", function()
+            local head, body = raw("fault-gzip-chunked")
+            assert.matches("\r\nTransfer%-Encoding: gzip, chunked\r\n", head)
+            assert.is_nil(head:find("Content-Length", 1, true))
+            assert.equal('f\r\n{"result":true}\r\n0\r\n\r\n', body)
+            head = raw("fault-101")
+            assert.matches("^HTTP/1%.1 101 Switching Protocols\r\n", head)
+            head = raw("fault-huge-length")
+            assert.matches("\r\nContent%-Length: 10000000000\r\n", head)
+            head = raw("fault-bad-length")
+            assert.matches("\r\nContent%-Length: 99999999999999999999999\r\n", head)
         end)
 
         it("trickles fault-trickle one byte every 200 ms", function()

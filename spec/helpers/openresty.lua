@@ -3,12 +3,14 @@
 --
 -- One file, two roles:
 --   * in busted:  local openresty = require "spec.helpers.openresty"
---                 local o = openresty.start{ cafile =, other_cafile =, init_endpoint = }
+--                 local o = openresty.start{ cafile =, other_cafile =, init_endpoint =,
+--                                            resolver = "127.0.0.1:53" }
 --                 openresty.get(o, "/run", { robotCode =, token =, endpoint =, ... })
 --                 openresty.stop(o)
 --   * in nginx:   the handlers its locations call (openresty.app.*); they run
 --                 one clear_plugins call through the module and answer JSON
---                 { ok =, result =, err = {every field}, phase =, cosockets =, ms = }.
+--                 { ok =, result =, err = {every field}, phase =, cosockets =, ms =,
+--                 strings = (with reach=1) }; /post calls the cosocket transport directly.
 --
 -- nginx: worker_processes 1, its own prefix under /tmp, a free port,
 -- lua_package_path "<repo>/lua/?.lua;<repo>/?.lua;;",
@@ -89,6 +91,14 @@ function app.call(args, client)
   ngx.update_time()
   res.ms = math.floor((ngx.now() - t0) * 1000 + 0.5)
   res.via = via_ngx[co] and "ngx" or "curl"
+  return app.outcome(res, ok, v, args.reach)
+end
+
+-- res with ok and the result or the error's fields; reach: also every
+-- string reachable from the error, its tostring included (for specs that
+-- search errors for a secret: JSON would not carry metatables or keys
+-- cjson cannot encode).
+function app.outcome(res, ok, v, reach)
   res.ok = ok
   if ok then
     res.result = v
@@ -96,10 +106,40 @@ function app.call(args, client)
     local e = {}
     for k, x in pairs(v) do e[k] = x end
     res.err = e
+    if reach and reach ~= "" then
+      res.strings = require("spec.helpers.reachable").strings(v)
+      res.strings[#res.strings + 1] = tostring(v)
+    end
   else
     res.err = { lua_error = tostring(v) }
   end
   return res
+end
+
+-- content_by_lua: one request straight through the cosocket transport's
+-- post (not the client's retry loop), with its once and secret arguments:
+-- robotCode= (the clear call) or appKey= (the token call, the secret from
+-- the x-test-secret header), once=true, plus the client options.
+function app.post()
+  local cjson = require "cjson"
+  local args = request_args()
+  local secret = ngx.req.get_headers()["x-test-secret"]
+  local transport = require "dingtalk.transport.ngx"
+  local path, body, field, token
+  if args.appKey then
+    path, field = "/v1.0/oauth2/accessToken", "accessToken"
+    body = cjson.encode{ appKey = args.appKey, appSecret = secret }
+  else
+    path, field, token = "/v1.0/robot/plugins/clear", "result", args.token
+    body = cjson.encode{ robotCode = args.robotCode }
+  end
+  ngx.update_time()
+  local t0 = ngx.now()
+  local ok, v = transport.post(client_for(args), path, token, body, field, "POST",
+                               args.once == "true", secret)
+  ngx.update_time()
+  local res = { ms = math.floor((ngx.now() - t0) * 1000 + 0.5) }
+  app.say(app.outcome(res, ok == true, v, args.reach))
 end
 
 function app.say(res)
@@ -191,6 +231,7 @@ http {
     lua_shared_dict spec 1m;
     lua_ssl_trusted_certificate ${CAFILE};
     lua_ssl_verify_depth 3;
+    ${RESOLVER}
 
     init_by_lua_block {
         require("spec.helpers.openresty").app.init("${INIT_ENDPOINT}", "${TOKEN}")
@@ -203,6 +244,7 @@ http {
         location = /health { return 200 "ok\n"; }
         location = /init   { content_by_lua_block { require("spec.helpers.openresty").app.init_result() } }
         location = /run    { content_by_lua_block { require("spec.helpers.openresty").app.content() } }
+        location = /post   { content_by_lua_block { require("spec.helpers.openresty").app.post() } }
         location = /rewrite {
             rewrite_by_lua_block { require("spec.helpers.openresty").app.early() }
             content_by_lua_block { require("spec.helpers.openresty").app.late() }
@@ -328,6 +370,10 @@ function M.start(opts)
     local vars = {
       ROOT = o.root, PORT = port, CAFILE = opts.cafile, OTHER_CAFILE = opts.other_cafile,
       INIT_ENDPOINT = opts.init_endpoint or "", TOKEN = opts.token or "",
+      -- a resolver (host:port) for host names; nginx's default wait for it
+      -- stated, as the specs rely on it being long
+      RESOLVER = opts.resolver and ("resolver " .. opts.resolver .. " ipv6=off;\n"
+        .. "    resolver_timeout 30s;") or "",
     }
     return "load_module " .. modules .. "/ndk_http_module.so;\n"
       .. "load_module " .. modules .. "/ngx_http_lua_module.so;\n"
@@ -397,13 +443,14 @@ end
 
 -- Raw HTTP/1.0-style exchange (Connection: close) with a plain TCP socket:
 -- send() and receive() apart, so a spec can have many in flight.
-function M.send(o, path, query, token, method)
+function M.send(o, path, query, token, method, secret)
   local socket = require "socket"
   local c = assert(socket.tcp())
   c:settimeout(30)
   assert(c:connect("127.0.0.1", o.port))
   assert(c:send((method or "GET") .. " " .. M.target(path, query) .. " HTTP/1.0\r\nHost: 127.0.0.1\r\n"
     .. (token and "x-test-token: " .. token .. "\r\n" or "")
+    .. (secret and "x-test-secret: " .. secret .. "\r\n" or "")
     .. (method == "POST" and "Content-Length: 0\r\n" or "") .. "\r\n"))
   return c
 end
@@ -419,9 +466,10 @@ function M.receive(c)
   return status, ok and t or body, head
 end
 
--- GET path?query -> status, decoded JSON (or the raw body)
-function M.get(o, path, query, token)
-  return M.receive(M.send(o, path, query, token))
+-- GET path?query -> status, decoded JSON (or the raw body); the token and
+-- secret go in headers (x-test-token, x-test-secret), not the request line
+function M.get(o, path, query, token, secret)
+  return M.receive(M.send(o, path, query, token, nil, secret))
 end
 
 -- POST path (empty body) -> status, decoded JSON (or the raw body), raw head

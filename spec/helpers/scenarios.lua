@@ -3,10 +3,15 @@
 -- clear_plugins spec, the secrets spec and the OpenResty comparison.
 --
 -- request_id = true: a non-empty request id must be on the error;
--- excerpt / message_match: Lua patterns the field must match.
+-- excerpt / message_match: Lua patterns the field must match;
+-- retry_after_min: retry_after must be a number at least this large.
 local M = {}
 
-M.TOKEN = "tok-Zq9X-dingtalk-spec-7f3a9c2e"   -- distinctive: searched for in every error
+-- distinctive, and no 8-byte window of it is in any text the module writes
+-- itself ("dingtalk", "redacted", ...): specs search errors for windows
+M.TOKEN = "tok-Zq9X-7f3a9c2e-Wk4Rb8Hs-Ln5Jv"
+-- the same for an app secret
+M.SECRET = "sec-Vw3K-4b8e1d07-c6a5Qp2M-Ty9Ud"
 
 M.list = {
   -- the documented answers
@@ -90,7 +95,58 @@ M.list = {
     err = { kind = "transport", code = "transport.too_large", retryable = false } },
   { name = "slow answer past the timeout", robotCode = "fault-slow-1500",
     err = { kind = "transport", code = "transport.timeout", retryable = true } },
+  -- hostile heads and framings: limits are not retryable, and both
+  -- transports give the same code
+  { name = "header flood (100,000 lines)", robotCode = "fault-header-flood",
+    err = { kind = "transport", code = "transport.bad_response", retryable = false } },
+  { name = "one 10 MiB header line", robotCode = "fault-header-huge",
+    err = { kind = "transport", code = "transport.bad_response", retryable = false } },
+  { name = "Transfer-Encoding: gzip, chunked", robotCode = "fault-gzip-chunked",
+    err = { kind = "transport", code = "transport.bad_response", retryable = false } },
+  { name = "101 Switching Protocols", robotCode = "fault-101",
+    err = { kind = "transport", code = "transport.bad_response", retryable = false } },
+  { name = "Content-Length above max_body", robotCode = "fault-huge-length",
+    err = { kind = "transport", code = "transport.too_large", retryable = false } },
+  { name = "Content-Length past 64 bits", robotCode = "fault-bad-length",
+    err = { kind = "transport", code = "transport.bad_response", retryable = false } },
+  -- odd but well-formed answers
+  { name = "Retry-After of 10^23 seconds", robotCode = "fault-retry-after-huge",
+    err = { kind = "http", code = "http.429", status = 429, retryable = true, request_id = true,
+            retry_after_min = 1e9 } },
+  { name = "3xx with a platform error body", robotCode = "fault-3xx-json",
+    err = { kind = "http", code = "http.302", status = 302, retryable = false } },
+  { name = "C1, separator and bidi controls in the message", robotCode = "fault-unicode-controls",
+    err = { kind = "api", code = "param.illegal", status = 400, retryable = false, request_id = true,
+            -- every control replaced (no lead byte of U+0080-U+009F or U+2000-U+2FFF left)
+            message_match = "^a[^\194\226]*b[^\194\226]*c[^\194\226]*d[^\194\226]*e[^\194\226]*f[^\194\226]*g$" } },
+  { name = "numeric code and request id", robotCode = "fault-numeric-code",
+    err = { kind = "api", code = "40014", status = 400, retryable = false,
+            message = "invalid access_token", request_id = true } },
+  -- the token echoed after padding, so that it straddles a cut (80, 127,
+  -- 200 or 512 bytes) of some field: see fault-echo-* in the emulator
+  { name = "token echoed everywhere after 110 bytes", robotCode = "fault-echo-pad-110",
+    err = { kind = "api", code = "param.illegal", status = 400, retryable = false } },
+  { name = "token echoed in a proxy's page after 160 bytes", robotCode = "fault-echo-html-160",
+    err = { kind = "http", code = "http.502", status = 502, retryable = true } },
+  { name = "token echoed in x-acs-request-id after 110 bytes", robotCode = "fault-echo-rid-110",
+    err = { kind = "api", code = "param.illegal", status = 400, retryable = false } },
 }
+
+-- The length of the secret fragments that must never reach an error: a
+-- window of 8 bytes or more of a secret is redacted wherever it falls.
+M.WINDOW = 8
+
+-- The first window of `secret` found in any of `strings`, and the string
+-- it is in (nil when none).
+function M.leak(strings, secret)
+  for i = 1, #secret - M.WINDOW + 1 do
+    local w = secret:sub(i, i + M.WINDOW - 1)
+    for _, s in ipairs(strings) do
+      if s:find(w, 1, true) then return w, s end
+    end
+  end
+  return nil
+end
 
 -- The client options the scenarios assume (the timeout makes fault-slow-1500
 -- time out; the default max_body of 1 MiB makes fault-huge too large; each

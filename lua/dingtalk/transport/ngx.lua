@@ -31,12 +31,16 @@ _M.COSOCKET_PHASES = {
 }
 
 local MAX_TOKEN = 1024        -- as the C core's DT_TOKEN_MAX
-local MAX_HEAD = 100 * 1024   -- one response head (libcurl: 100 KiB per header)
+-- One response head, all its lines (the C transport's limit too). The
+-- header values core.map reads (request ids, Retry-After) go to it whole:
+-- it takes the secrets out first and only then cuts them to size, so a
+-- cut here could leave part of a secret the redaction no longer sees.
+local MAX_HEAD = 100 * 1024
 local MAX_LINE = 4096         -- a chunk-size or trailer line
 local READ_PIECE = 64 * 1024
--- libcurl keeps these three header values in fixed buffers (dt_http.h);
--- cutting them the same way keeps request_id/retry_after identical.
-local KEEP = { ["x-acs-request-id"] = 127, ["x-acs-trace-id"] = 127, ["retry-after"] = 31 }
+-- The largest Content-Length libcurl takes (a signed 64-bit curl_off_t),
+-- as a digit string: a longer or larger value is an overflow, not a size.
+local MAX_LENGTH = "9223372036854775807"
 local DEFAULT_PORT = { http = 80, https = 443 }
 local TOO_LARGE = "response body larger than max_body"
 
@@ -84,12 +88,22 @@ local function endpoint(url, cafile)
   -- nginx's resolver does not read /etc/hosts; libcurl would map localhost.
   local addr = host
   if str_lower(host) == "localhost" then addr = "127.0.0.1" end
+  -- connect() takes an IPv6 address only in brackets ("::1" is read as a
+  -- host "" with port ":1")
+  local v6 = str_find(host, ":", 1, true) ~= nil
+  if v6 then addr = "[" .. host .. "]" end
+  -- a client with a cafile of its own gets connections of its own: one
+  -- verified against another trust store is never handed to it
+  local pool = "dingtalk:" .. scheme .. "://" .. host .. ":" .. port .. (cafile and " ca=" .. cafile or "")
   ep = {
     tls = scheme == "https", host = host, addr = addr, port = port,
-    base = base, hosthdr = hosthdr,
-    -- a client with a cafile of its own gets connections of its own: one
-    -- verified against another trust store is never handed to it
-    pool = "dingtalk:" .. scheme .. "://" .. host .. ":" .. port .. (cafile and " ca=" .. cafile or ""),
+    base = base, hosthdr = hosthdr, pool = pool,
+    -- at-most-once calls connect through a pool nothing is ever kept alive
+    -- into: always a fresh connection, never one the server may have
+    -- dropped already (and a dead one is not silently replaced)
+    once_pool = pool .. " once",
+    -- a name nginx's resolver must look up (an IP literal needs none)
+    named = not v6 and not str_find(addr, "^%d+%.%d+%.%d+%.%d+$"),
   }
   endpoints[key] = ep
   return ep
@@ -183,6 +197,21 @@ local function read_body_bytes(st, n, what)
 end
 
 
+-- s without leading and trailing blanks. (The pattern "^[ \t]*(.-)[ \t]*$"
+-- takes quadratic time on a long run of blanks, which a server picks.)
+local function trim(s)
+  local i = str_find(s, "[^ \t]")
+  if not i then return "" end
+  local j = #s
+  local b = str_byte(s, j)
+  while b == 32 or b == 9 do
+    j = j - 1
+    b = str_byte(s, j)
+  end
+  return str_sub(s, i, j)
+end
+
+
 -- The status line and headers of one response. Returns status, headers
 -- (lowercase names, last value wins), the HTTP minor version.
 local function read_head(st)
@@ -208,6 +237,9 @@ local function read_head(st)
     end
   end
   local stop = str_find(st.buf, "\n", e + 1, true)
+  if stop - st.pos + 1 > MAX_HEAD then
+    return fail("transport.bad_response", "response headers larger than 100 KiB")
+  end
   local head = str_sub(st.buf, st.pos, stop)
   st.pos = stop + 1
   local headers, status, minor = {}, nil, nil
@@ -221,11 +253,15 @@ local function read_head(st)
       end
       status, minor = tonumber(status), tonumber(minor)
     elseif line ~= "" then
-      local name, value = str_match(line, "^([^:%s]+):[ \t]*(.-)[ \t]*$")
+      local name, value = str_match(line, "^([^:%s]+):(.*)$")
       if name then
         name = str_lower(name)
-        local keep = KEEP[name]
-        if keep and #value > keep then value = str_sub(value, 1, keep) end
+        value = trim(value)
+        -- repeated, it is one list (RFC 9110 5.3): "gzip" then "chunked"
+        -- is "gzip, chunked", which must not pass for plain chunked
+        if name == "transfer-encoding" and headers[name] then
+          value = headers[name] .. ", " .. value
+        end
         headers[name] = value
       end
     end
@@ -240,8 +276,11 @@ local function read_chunked(st, max)
     local line, err = read_line(st, MAX_LINE, "in a chunk size line")
     if not line then return nil, err end
     local hex = str_match(line, "^%s*(%x+)%s*[;]?")
-    if not hex or #hex > 8 then
-      -- libcurl: "Illegal or missing hexadecimal sequence" (CURLE_RECV_ERROR)
+    -- libcurl reads up to 16 hex digits into a signed 64-bit size: "Illegal
+    -- or missing hexadecimal sequence" or a hex-length error otherwise
+    -- (CURLE_RECV_ERROR). A size it takes but we cannot hold is past
+    -- max_body anyway, which the bytes that follow decide (as libcurl).
+    if not hex or #hex > 16 or (#hex == 16 and str_byte(hex) > 55) then   -- "7"
       return fail("transport.closed", "bad chunk size in a chunked response", true)
     end
     local size = tonumber(hex, 16)
@@ -304,17 +343,27 @@ local function read_response(st, max)
   local conn = str_lower(headers["connection"] or "")
   local reuse = (minor >= 1 and not str_find(conn, "close", 1, true))
       or (minor == 0 and str_find(conn, "keep-alive", 1, true) ~= nil)
-  local te = str_lower(headers["transfer-encoding"] or "")
+  local te = headers["transfer-encoding"]
+  -- Only plain chunked is read. Anything else ("gzip, chunked", a coding
+  -- we would not undo) leaves the body's framing or its bytes unknown:
+  -- the libcurl transport refuses it the same way.
+  if te and str_lower(te) ~= "chunked" then
+    return fail("transport.bad_response", "unsupported Transfer-Encoding in the response")
+  end
   local cl = headers["content-length"]
   local ok, err
   if status == 204 or status == 304 then
     ok = true
-  elseif str_find(te, "chunked", 1, true) then
+  elseif te then
     ok, err = read_chunked(st, max)
   elseif cl then
-    local n = str_match(cl, "^(%d+)$")
-    if not n or #n > 15 then
+    local n = str_match(cl, "^0*(%d+)$")
+    if not n then
       return fail("transport.bad_response", "invalid Content-Length in the response")
+    end
+    -- past a signed 64-bit integer: an overflow to libcurl too, and no size
+    if #n > #MAX_LENGTH or (#n == #MAX_LENGTH and n > MAX_LENGTH) then
+      return fail("transport.bad_response", "Content-Length in the response out of range")
     end
     n = tonumber(n)
     if n > max then return fail("transport.too_large", TOO_LARGE) end
@@ -334,8 +383,43 @@ local function read_response(st, max)
 end
 
 
+local RESOLVING = {}   -- what the alarm thread returns
+
+local function alarm(seconds)
+  ngx.sleep(seconds)
+  return RESOLVING
+end
+
+-- (ngx.thread.spawn takes Lua functions only, not sock.connect itself)
+local function connect(sock, addr, port, opts)
+  return sock:connect(addr, port, opts)
+end
+
+-- sock:connect, bounded by ms even while nginx's resolver looks the name up:
+-- the socket's connect timeout starts only once the name is resolved, and
+-- the resolver waits for resolver_timeout (30 s by default), so the connect
+-- runs in a light thread that is killed at the deadline (which aborts the
+-- lookup). A socket connected in a light thread serves its parent (checked
+-- on lua-nginx-module 0.10.23; light threads run in every phase of
+-- COSOCKET_PHASES). Returns ok, err; err RESOLVING on timeout.
+local function connect_within(sock, ep, pool, ms)
+  local n = ngx
+  local worker = n.thread.spawn(connect, sock, ep.addr, ep.port, { pool = pool })
+  local timer = n.thread.spawn(alarm, ms / 1000)
+  local ran, ok, err = n.thread.wait(worker, timer)
+  if ok == RESOLVING then
+    n.thread.kill(worker)
+    return nil, RESOLVING
+  end
+  n.thread.kill(timer)
+  if not ran then return nil, ok end   -- connect raised (ok: the message)
+  return ok, err
+end
+
+
 -- Connects (or takes a pooled connection) and does the TLS handshake.
-local function open(st, ep, connect_timeout)
+-- once: a fresh connection that is never kept alive afterwards.
+local function open(st, ep, connect_timeout, once)
   local n = ngx
   local sock, err = n.socket.tcp()
   if not sock then return fail("transport.other", "cannot create a socket: " .. tostring(err)) end
@@ -345,8 +429,15 @@ local function open(st, ep, connect_timeout)
   local cms = min(connect_timeout, ms)
   sock:settimeouts(cms, ms, ms)
   local ok
-  ok, err = sock:connect(ep.addr, ep.port, { pool = ep.pool })
+  local pool = once and ep.once_pool or ep.pool
+  if ep.named then
+    -- as libcurl's connect timeout, this one covers the name lookup too
+    ok, err = connect_within(sock, ep, pool, cms)
+  else
+    ok, err = sock:connect(ep.addr, ep.port, { pool = pool })
+  end
   if not ok then
+    if err == RESOLVING then return timed_out(st, "resolving " .. ep.host) end
     err = tostring(err)
     local where = ep.host .. " port " .. ep.port
     if err == "timeout" then return timed_out(st, "connecting to " .. where) end
@@ -379,8 +470,8 @@ local function open(st, ep, connect_timeout)
 end
 
 
-local function attempt(st, ep, opts, request)
-  local ok, err = open(st, ep, opts.connect_timeout)
+local function attempt(st, ep, opts, request, once)
+  local ok, err = open(st, ep, opts.connect_timeout, once)
   if not ok then return nil, err end
   local sock = st.sock
   local ms = left(st)
@@ -398,11 +489,22 @@ end
 
 local warned = setmetatable({}, { __mode = "k" })
 
--- post(client, path, token, body, result_field [, method]) -> true, result | nil, error
+-- post(client, path, token, body, result_field [, method [, once [, secret]]])
+--   -> true, result | nil, error
 -- The client is dingtalk.client's: endpoint, options (timeout,
--- connect_timeout, max_body, user_agent, proxy, cafile).
-function _M.post(client, path, token, body, result_field, method)
+-- connect_timeout, max_body, user_agent, proxy, cafile). once: the request
+-- goes on the wire at most once (a fresh connection, no second try on a
+-- dead one). secret: a second secret (the app secret), taken out of every
+-- text the server sent, as the token is.
+function _M.post(client, path, token, body, result_field, method, once, secret)
   local n = ngx
+  if secret ~= nil and type(secret) ~= "string" then
+    -- what the C core's post does (luaL_optlstring), before any I/O
+    if type(secret) ~= "number" then
+      error("bad argument #8 to 'post' (string expected, got " .. type(secret) .. ")", 2)
+    end
+    secret = tostring(secret)
+  end
   if not _M.usable() then
     local phase = type(n) == "table" and n.get_phase and n.get_phase() or "plain Lua"
     return argument("argument.transport", "transport",
@@ -449,20 +551,22 @@ function _M.post(client, path, token, body, result_field, method)
   local st, status, headers, data, reuse
   for try = 1, 2 do
     st = { start = now, deadline = now + opts.timeout / 1000, buf = "", pos = 1, got = 0, body = {} }
-    status, headers, data, reuse = attempt(st, ep, opts, request)
-    local again = try == 1 and not status and st.got == 0 and (st.reused or 0) > 0
+    status, headers, data, reuse = attempt(st, ep, opts, request, once)
+    -- a pooled connection the server had already closed: like libcurl, one
+    -- more try on a fresh one (clearing is idempotent). Never for once: the
+    -- server may have read the request before it closed (once calls take
+    -- no pooled connection anyway).
+    local again = try == 1 and not once and not status and st.got == 0 and (st.reused or 0) > 0
         and headers.code == "transport.closed"
     if not again then break end
-    -- a pooled connection the server had already closed: like libcurl, one
-    -- more try on a fresh one (clearing is idempotent)
     st.sock:close()
   end
   if not status then
     if st.sock then st.sock:close() end
     return nil, headers
   end
-  if reuse then st.sock:setkeepalive() else st.sock:close() end
-  return core.map(status, headers, data, result_field, token)
+  if reuse and not once then st.sock:setkeepalive() else st.sock:close() end
+  return core.map(status, headers, data, result_field, token, secret)
 end
 
 
