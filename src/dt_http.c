@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -217,6 +218,53 @@ static const char *forked(dt_http *h) {
   return NULL;
 }
 
+/* Appends the file at path to buf[*len..] (grown as needed); 0 when it
+** cannot be read. */
+static int append_file(char **buf, size_t *len, size_t *cap, const char *path) {
+  FILE *f = fopen(path, "rb");
+  size_t n;
+  if (f == NULL) return 0;
+  do {
+    if (*cap - *len < 4096) {
+      size_t ncap = *cap ? *cap * 2 : 64 * 1024;
+      char *p = (char *)realloc(*buf, ncap);
+      if (p == NULL) break;
+      *buf = p;
+      *cap = ncap;
+    }
+    n = fread(*buf + *len, 1, *cap - *len, f);
+    *len += n;
+  } while (n > 0);
+  n = (size_t)ferror(f);
+  fclose(f);
+  return n == 0;
+}
+
+/* `cafile` adds to the system CAs (README): libcurl's CURLOPT_CAINFO would
+** replace its default bundle (its default CA directory stays). So the
+** handle gets the cafile and the default bundle as one in-memory bundle,
+** the default directory untouched. Returns 0 when that cannot be done
+** (libcurl before 7.77, a TLS library without blobs, an unreadable file):
+** the caller falls back to CURLOPT_CAINFO. */
+static int add_cafile(CURL *c, const char *cafile) {
+  char *def = NULL, *buf = NULL;
+  size_t len = 0, cap = 0;
+  struct curl_blob blob;
+  int ok = 0;
+  if (dt_curl.easy_getinfo(c, CURLINFO_CAINFO, &def) != CURLE_OK) def = NULL;
+  if (append_file(&buf, &len, &cap, cafile) && len < cap) {
+    buf[len++] = '\n';                /* a last line without its newline */
+    /* no default bundle (or none readable): the cafile alone, as before */
+    if (def) (void)append_file(&buf, &len, &cap, def);
+    blob.data = buf;
+    blob.len = len;
+    blob.flags = CURL_BLOB_COPY;
+    ok = dt_curl.easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob) == CURLE_OK;
+  }
+  free(buf);
+  return ok;
+}
+
 const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   struct curl_slist *l;
   CURL *c;
@@ -270,7 +318,7 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
   SET(CURLOPT_CLOSESOCKETDATA, (void *)h);
   if (o->user_agent) SET(CURLOPT_USERAGENT, o->user_agent);
-  if (o->cafile) SET(CURLOPT_CAINFO, o->cafile);
+  if (o->cafile && !add_cafile(c, o->cafile)) SET(CURLOPT_CAINFO, o->cafile);
   /* "": no proxy at all, whatever the environment says */
   if (o->direct) {
     SET(CURLOPT_PROXY, "");
