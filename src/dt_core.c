@@ -134,6 +134,14 @@ static int push_outcome(lua_State *L) {
   return dt_map_push(L, o->r);
 }
 
+/* Whether a failed pcall failed for memory. Before 5.4, a memory error
+** that C code caught and raised again (lua_error, as the mapping does
+** around its JSON decoder) comes back as LUA_ERRRUN with Lua's message. */
+static int memory_error(lua_State *L, int rc) {
+  return rc == LUA_ERRMEM ||
+         (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "not enough memory") == 0);
+}
+
 /* Copies the answer's request id for client:last(), redacted while the
 ** secrets are at hand: the token is gone once post() returns. */
 static void keep_request_id(client *c, const dt_secrets *sec) {
@@ -218,7 +226,7 @@ static int client_post(lua_State *L) {
   if (!c->open) dt_http_close(&c->http);   /* a close() that came meanwhile */
   else dt_http_trim(&c->http);
   if (rc == 0) return 2;
-  if (rc != LUA_ERRMEM) return lua_error(L);   /* a finalizer's error (5.1-5.3) */
+  if (!memory_error(L, rc)) return lua_error(L);   /* a finalizer's (5.1-5.3) */
   lua_pop(L, 1);
   lua_pushnil(L);
   /* If even this fails, the memory error is raised: nothing is held. */
