@@ -14,10 +14,6 @@ describe("memory safety of the glue", function()
   teardown(function() if emu then emulator.stop(emu) end end)
   before_each(function() emulator.reset(emu) end)
 
-  local function clear(c, code)
-    return core.post(c, emu.url .. "/v1.0/robot/plugins/clear", TOKEN, '{"robotCode":"' .. code .. '"}', "result")
-  end
-
   it("the client's metatable is not handed out", function()
     local c = core.new_client{}
     assert.are.equal("dingtalk.client", getmetatable(c))
