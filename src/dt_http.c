@@ -140,7 +140,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud) {
     h->bad_head = DT_HEAD_TOO_BIG;
     return 0;
   }
-  if (len <= 2 && (data[0] == '\r' || data[0] == '\n'))
+  if (len > 0 && len <= 2 && (data[0] == '\r' || data[0] == '\n'))
     h->in_head = 0;
   else if (header_is(data, len, "x-acs-request-id"))
     keep_value(h->hdr.request_id, sizeof h->hdr.request_id, data, len, 16);
@@ -190,29 +190,32 @@ static int on_close_socket(void *ud, curl_socket_t s) {
 }
 
 /* In a child of fork(), the handle's connections are the parent's: the
-** child must neither read nor write them. /dev/null takes the place of each
-** inherited socket, so that whatever libcurl does on cleanup (TLS close
-** alert, reads) goes nowhere, and the parent's connections stay whole. */
-static void disown_sockets(dt_http *h) {
-  int i, null = open("/dev/null", O_RDWR);
+** child must neither read nor write them. A harmless descriptor takes the
+** place of each inherited socket (/dev/null, else an unconnected socket),
+** so that whatever libcurl does on cleanup (TLS close alert, reads) goes
+** nowhere and the parent's connections stay whole. Returns 0 when one of
+** them could not be replaced: the handle must then never be cleaned up. */
+static int disown_sockets(dt_http *h) {
+  int i, all = 1, null = open("/dev/null", O_RDWR);
+  if (null < 0) null = socket(AF_UNIX, SOCK_STREAM, 0);
   for (i = 0; i < DT_SOCKETS_MAX; i++) {
     if (h->sockets[i] < 0) continue;
-    if (null < 0 || dup2(null, h->sockets[i]) < 0) {
-      /* Nothing harmless to put there: forget the socket rather than let
-      ** libcurl talk on it (its descriptor then leaks in this child). */
-      h->sockets[i] = -1;
-    }
+    if (null < 0 || dup2(null, h->sockets[i]) < 0) all = 0;
   }
   if (null >= 0) close(null);
+  return all;
 }
 
 /* The first use in a child: the same options on a new handle, which has no
-** connection yet. */
+** connection yet. The old handle is cleaned up once its sockets are
+** harmless; if they cannot be made so, it is left as it is (a leak in the
+** child rather than a close alert on the parent's connection). */
 static const char *forked(dt_http *h) {
   CURL *dup = dt_curl.easy_duphandle(h->curl);
+  int i;
   if (dup == NULL) return "out of memory (a new connection after fork)";
-  disown_sockets(h);
-  dt_curl.easy_cleanup(h->curl);
+  if (disown_sockets(h)) dt_curl.easy_cleanup(h->curl);
+  for (i = 0; i < DT_SOCKETS_MAX; i++) h->sockets[i] = -1;
   h->curl = dup;
   h->pid = (long)getpid();
   return NULL;
@@ -334,8 +337,9 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
 }
 
 void dt_http_close(dt_http *h) {
-  if (h->curl && h->pid != (long)getpid()) disown_sockets(h);
-  if (h->curl) dt_curl.easy_cleanup(h->curl);
+  /* in a child of fork() that never called: see forked */
+  if (h->curl && (h->pid == (long)getpid() || disown_sockets(h)))
+    dt_curl.easy_cleanup(h->curl);
   if (h->headers) dt_curl.slist_free_all(h->headers);
   free(h->body);
   free(h->url);
