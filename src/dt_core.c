@@ -41,6 +41,7 @@ typedef struct client {
   int busy;                      /* inside post(): see client_close */
   unsigned long seq;             /* transfers made (client:last) */
   long last_status;              /* 0: the last transfer got no response */
+  int watched;                   /* last() was called: keep request ids */
   size_t last_rid_len;           /* 0: the last answer had no request id */
   char last_rid[DT_LAST_RID_MAX + DT_CLEAN_SLACK];
 } client;
@@ -143,12 +144,14 @@ static int memory_error(lua_State *L, int rc) {
 }
 
 /* Copies the answer's request id for client:last(), redacted while the
-** secrets are at hand: the token is gone once post() returns. */
+** secrets are at hand: the token is gone once post() returns. Only for a
+** client whose last() is used (an on_request hook asks before every
+** attempt): the redaction scan is the dearest part of a plain call. */
 static void keep_request_id(client *c, const dt_secrets *sec) {
   const char *rid = c->http.hdr.request_id[0] ? c->http.hdr.request_id
                                               : c->http.hdr.trace_id;
   c->last_rid_len = 0;
-  if (c->last_status && rid[0])
+  if (c->watched && c->last_status && rid[0])
     c->last_rid_len = dt_clean(c->last_rid, rid, strlen(rid), DT_LAST_RID_MAX, sec);
 }
 
@@ -237,9 +240,12 @@ static int client_post(lua_State *L) {
 
 /* client:last() -> seq, status, request_id: what the last transfer got
 ** (status 0 and no request id when it got no response). For on_request
-** hooks, which want the status and request id of successes too. */
+** hooks, which want the status and request id of successes too. The
+** request id (cleaned, redacted, cut like an error's) is kept for the
+** transfers made after the first last() on the client. */
 static int client_last(lua_State *L) {
   client *c = check_client(L);
+  c->watched = 1;
   lua_pushnumber(L, (lua_Number)c->seq);
   lua_pushinteger(L, (lua_Integer)c->last_status);
   if (c->last_rid_len) lua_pushlstring(L, c->last_rid, c->last_rid_len);
