@@ -39,7 +39,7 @@ typedef struct dt_http_opts {
   long timeout_ms;               /* whole transfer */
   long connect_timeout_ms;
   size_t max_body;               /* response bytes kept at most */
-  const char *cafile;            /* NULL: the system bundle */
+  const char *cafile;            /* trusted besides the system CAs (NULL: none) */
   const char *proxy;             /* NULL: libcurl's default (environment) */
   const char *user_agent;
   int direct;                    /* never any proxy, environment included */
