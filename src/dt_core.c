@@ -31,12 +31,19 @@
 #define DT_EXPORT
 #endif
 
+/* The request id client:last() gives: cleaned, redacted and cut like the
+** one in an error table. */
+#define DT_LAST_RID_MAX 127
+
 typedef struct client {
   dt_http http;
   int open;
   int busy;                      /* inside post(): see client_close */
   unsigned long seq;             /* transfers made (client:last) */
   long last_status;              /* 0: the last transfer got no response */
+  int watched;                   /* last() was called: keep request ids */
+  size_t last_rid_len;           /* 0: the last answer had no request id */
+  char last_rid[DT_LAST_RID_MAX + DT_CLEAN_SLACK];
 } client;
 
 /* Pushes `nil, error` for a call the core refuses before any traffic. */
@@ -84,6 +91,9 @@ static int core_new_client(lua_State *L) {
   o.cafile = opt_string(L, 1, "cafile");
   o.proxy = opt_string(L, 1, "proxy");
   o.user_agent = opt_string(L, 1, "user_agent");
+  lua_getfield(L, 1, "direct");
+  o.direct = lua_toboolean(L, -1);
+  lua_pop(L, 1);
 
   c = (client *)lua_newuserdata(L, sizeof *c);
   memset(c, 0, sizeof *c);           /* a valid, closed client for __gc */
@@ -104,20 +114,54 @@ static client *check_client(lua_State *L) {
   return (client *)luaL_checkudata(L, 1, DT_CLIENT_MT);
 }
 
-/* After the results are pushed: a close() that came meanwhile takes effect
-** now; otherwise a large response buffer is dropped. */
-static int post_done(client *c) {
-  c->busy = 0;
-  if (!c->open) dt_http_close(&c->http);
-  else dt_http_trim(&c->http);
-  return 2;
+/* What push_outcome turns into results. */
+typedef struct outcome {
+  const dt_http_result *res;
+  const dt_response *r;
+  const dt_secrets *sec;
+} outcome;
+
+/* Pushes `true, result` or `nil, error` for the transfer just made. Run
+** under lua_pcall (see client_post): every allocation here may fail or run
+** finalizers, and neither may leave the client busy. */
+static int push_outcome(lua_State *L) {
+  const outcome *o = (const outcome *)lua_touserdata(L, 1);
+  if (o->res->code) {
+    lua_pushnil(L);
+    dt_error_push(L, "transport", o->res->code, NULL, 0, o->res->retryable);
+    dt_error_setclean(L, "message", o->res->message, strlen(o->res->message), 512, o->sec);
+    return 2;
+  }
+  return dt_map_push(L, o->r);
+}
+
+/* Whether a failed pcall failed for memory. Before 5.4, a memory error
+** that C code caught and raised again (lua_error, as the mapping does
+** around its JSON decoder) comes back as LUA_ERRRUN with Lua's message. */
+static int memory_error(lua_State *L, int rc) {
+  return rc == LUA_ERRMEM ||
+         (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "not enough memory") == 0);
+}
+
+/* Copies the answer's request id for client:last(), redacted while the
+** secrets are at hand: the token is gone once post() returns. Only for a
+** client whose last() is used (an on_request hook asks before every
+** attempt): the redaction scan is the dearest part of a plain call. */
+static void keep_request_id(client *c, const dt_secrets *sec) {
+  const char *rid = c->http.hdr.request_id[0] ? c->http.hdr.request_id
+                                              : c->http.hdr.trace_id;
+  c->last_rid_len = 0;
+  if (c->watched && c->last_status && rid[0])
+    c->last_rid_len = dt_clean(c->last_rid, rid, strlen(rid), DT_LAST_RID_MAX, sec);
 }
 
 /* client:post(url, token, body [, result_field [, method [, once [, secret]]]])
 **   -> true, result | nil, error   (method: POST, the default, GET, PUT, DELETE, PATCH)
 ** token nil: no access-token header (the token call itself). once true: the
 ** request goes on the wire at most once (no transparent re-send). secret: a
-** second secret (the app secret) taken out of every text the server sent. */
+** second secret (the app secret) taken out of every text the server sent.
+** Upvalue 1: push_outcome, made once at luaopen so that nothing is
+** allocated between the transfer and the protected call. */
 static int client_post(lua_State *L) {
   client *c = check_client(L);
   size_t tlen = 0, blen, i;
@@ -133,6 +177,8 @@ static int client_post(lua_State *L) {
   dt_secrets sec;
   dt_http_result res;
   dt_response r;
+  outcome o;
+  int rc;
 
   if (!c->open)
     return argument_error(L, "argument.closed", "client", "the client is closed");
@@ -149,24 +195,17 @@ static int client_post(lua_State *L) {
       return argument_error(L, "argument.control_char", "token",
                             "token contains a control character");
   }
+  lua_settop(L, 8);                  /* the two slots pushed below are free */
   sec.s[0] = token;
   sec.len[0] = tlen;
   sec.s[1] = secret;
   sec.len[1] = slen;
-  (void)once;                        /* TODO(transport): fresh connection */
   dt_http_method(&c->http, method);
-  dt_http_post(&c->http, url, token, tlen, body, blen, &res);
+  dt_http_post(&c->http, url, token, tlen, body, blen, once, &res);
   c->seq++;
   c->last_status = res.code ? 0 : res.status;
+  keep_request_id(c, &sec);
 
-  if (res.code) {
-    c->busy = 1;                     /* until post_done: see client_close */
-    lua_pushnil(L);
-    dt_error_push(L, "transport", res.code, NULL, 0, res.retryable);
-    dt_error_setclean(L, "message", res.message, strlen(res.message), 512, &sec);
-    return post_done(c);
-  }
-  c->busy = 1;                       /* until post_done: see client_close */
   r.status = res.status;
   r.body = c->http.body ? c->http.body : "";
   r.len = c->http.len;
@@ -175,20 +214,41 @@ static int client_post(lua_State *L) {
   r.retry_after = c->http.hdr.retry_after;
   r.result_field = field;
   r.secrets = sec;
-  dt_map_push(L, &r);
-  return post_done(c);
+  o.res = &res;
+  o.r = &r;
+  o.sec = &sec;
+  /* Pushing results allocates, and any allocation may fail or run
+  ** finalizers: busy makes a close() or __gc from one of those wait for
+  ** the end of post(), and the protected call makes an out-of-memory an
+  ** error table instead of an escape that would leave the client busy. */
+  c->busy = 1;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushlightuserdata(L, &o);
+  rc = lua_pcall(L, 1, 2, 0);
+  c->busy = 0;
+  if (!c->open) dt_http_close(&c->http);   /* a close() that came meanwhile */
+  else dt_http_trim(&c->http);
+  if (rc == 0) return 2;
+  if (!memory_error(L, rc)) return lua_error(L);   /* a finalizer's (5.1-5.3) */
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  /* If even this fails, the memory error is raised: nothing is held. */
+  dt_error_push(L, "transport", "transport.memory",
+                "out of memory while reading the answer", 0, 0);
+  return 2;
 }
 
 /* client:last() -> seq, status, request_id: what the last transfer got
 ** (status 0 and no request id when it got no response). For on_request
-** hooks, which want the status and request id of successes too. */
+** hooks, which want the status and request id of successes too. The
+** request id (cleaned, redacted, cut like an error's) is kept for the
+** transfers made after the first last() on the client. */
 static int client_last(lua_State *L) {
   client *c = check_client(L);
-  const char *rid = c->http.hdr.request_id[0] ? c->http.hdr.request_id
-                                              : c->http.hdr.trace_id;
+  c->watched = 1;
   lua_pushnumber(L, (lua_Number)c->seq);
   lua_pushinteger(L, (lua_Integer)c->last_status);
-  if (c->last_status && rid[0]) lua_pushstring(L, rid);
+  if (c->last_rid_len) lua_pushlstring(L, c->last_rid, c->last_rid_len);
   else lua_pushnil(L);
   return 3;
 }
@@ -204,13 +264,11 @@ static int client_close(lua_State *L) {
   return 0;
 }
 
-/* __gc: the client is unreachable, so no post() on it is running. */
+/* __gc: run by the collector the client is unreachable, but a finalizer
+** can still reach __gc by hand (debug.getmetatable) while post() runs on
+** the client: then it waits, like close(). */
 static int client_gc(lua_State *L) {
-  client *c = check_client(L);
-  c->open = 0;
-  c->busy = 0;
-  dt_http_close(&c->http);
-  return 0;
+  return client_close(L);
 }
 
 static int client_tostring(lua_State *L) {
@@ -386,8 +444,8 @@ static int core_plain_args(lua_State *L) {
   return 2;                           /* the two values, on top */
 }
 
+/* "post" is set apart in luaopen: it takes an upvalue. */
 static const luaL_Reg client_methods[] = {
-  {"post", client_post},
   {"last", client_last},
   {"close", client_close},
   {NULL, NULL}
@@ -395,7 +453,6 @@ static const luaL_Reg client_methods[] = {
 
 static const luaL_Reg core_functions[] = {
   {"new_client", core_new_client},
-  {"post", client_post},                /* = client:post, without the method lookup */
   {"map", core_map},
   {"redact", core_redact},
   {"error", core_error},
@@ -428,16 +485,26 @@ DT_EXPORT int luaopen_dingtalk_core(lua_State *L) {
   if (err) return luaL_error(L, "dingtalk.core: %s", err);
   dt_map_init(L);
   dt_error_init(L);
+  /* One post closure, for client:post and core.post alike. */
+  lua_pushcfunction(L, push_outcome);
+  lua_pushcclosure(L, client_post, 1);
   if (luaL_newmetatable(L, DT_CLIENT_MT)) {
     dt_newlib(L, client_methods);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "post");
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, client_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, client_tostring);
     lua_setfield(L, -2, "__tostring");
+    /* getmetatable(client) gives this, not the table holding __gc */
+    lua_pushliteral(L, DT_CLIENT_MT);
+    lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
   dt_newlib(L, core_functions);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "post");          /* = client:post, without the method lookup */
   lua_pushliteral(L, DT_VERSION);
   lua_setfield(L, -2, "_VERSION");
   push_curl_version(L);

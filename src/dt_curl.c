@@ -52,6 +52,7 @@ static const char *load(void) {
   LOAD(global_init, "curl_global_init");
   LOAD(version_info, "curl_version_info");
   LOAD(easy_init, "curl_easy_init");
+  LOAD(easy_duphandle, "curl_easy_duphandle");
   LOAD(easy_setopt, "curl_easy_setopt");
   LOAD(easy_perform, "curl_easy_perform");
   LOAD(easy_getinfo, "curl_easy_getinfo");

@@ -35,6 +35,7 @@ typedef struct dt_curl_api {
   CURLcode (*global_init)(long flags);
   curl_version_info_data *(*version_info)(CURLversion stamp);
   CURL *(*easy_init)(void);
+  CURL *(*easy_duphandle)(CURL *curl);
   CURLcode (*easy_setopt)(CURL *curl, CURLoption option, ...);
   CURLcode (*easy_perform)(CURL *curl);
   CURLcode (*easy_getinfo)(CURL *curl, CURLINFO info, ...);

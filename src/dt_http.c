@@ -1,8 +1,15 @@
 /*
 ** dt_http.c: the libcurl transport (see dt_http.h for why it knows no Lua).
 */
+/* getpid, dup2, open and socket are POSIX, not C99. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "dt_curl.h"
 #include "dt_http.h"
@@ -11,6 +18,12 @@
 #define DT_BODY_INITIAL 1024
 /* A buffer above this is released after the call (dt_http_trim). */
 #define DT_BODY_KEEP (64 * 1024)
+
+/* Why on_header stopped a transfer (h->bad_head). */
+enum { DT_HEAD_OK = 0, DT_HEAD_TOO_BIG, DT_HEAD_FRAMING };
+
+/* The largest Content-Length libcurl takes (curl_off_t is 64 bits). */
+#define DT_OFF_MAX CURL_OFF_T_C(9223372036854775807)
 
 /* The callbacks below only copy bytes: they return a short count to make
 ** libcurl fail the transfer cleanly, never longjmp. */
@@ -47,40 +60,225 @@ static int header_is(const char *line, size_t len, const char *name) {
   return 1;
 }
 
-static void keep_value(char *dst, size_t dstlen, const char *line, size_t len,
-                       size_t namelen) {
-  size_t i = namelen + 1, j = 0;
+/* The value of a header line, blanks and CR/LF trimmed: [*v, *v + return). */
+static size_t value_of(const char *line, size_t len, size_t namelen, const char **v) {
+  size_t i = namelen + 1;
   while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
   while (len > i && (line[len - 1] == '\r' || line[len - 1] == '\n' ||
                      line[len - 1] == ' ' || line[len - 1] == '\t'))
     len--;
-  for (; i < len && j + 1 < dstlen; i++) dst[j++] = line[i];
-  dst[j] = '\0';
+  *v = line + i;
+  return len - i;
+}
+
+static void keep_value(char *dst, size_t dstlen, const char *line, size_t len,
+                       size_t namelen) {
+  const char *v;
+  size_t n = value_of(line, len, namelen, &v);
+  if (n > dstlen - 1) n = dstlen - 1;
+  memcpy(dst, v, n);
+  dst[n] = '\0';
+}
+
+/* Content-Length as the cosocket transport reads it: digits only and no
+** overflow, else the framing is broken; above max_body, too large. libcurl
+** has checked the form already, but lets an overflowing value through as
+** "read to the end" when no size limit is set. */
+static size_t content_length(dt_http *h, const char *line, size_t len) {
+  const char *v;
+  size_t n = value_of(line, len, 14, &v), i;
+  curl_off_t x = 0;
+  for (i = 0; i < n; i++) {
+    if (v[i] < '0' || v[i] > '9' || x > (DT_OFF_MAX - 9) / 10) {
+      h->bad_head = DT_HEAD_FRAMING;
+      return 0;
+    }
+    x = x * 10 + (v[i] - '0');
+  }
+  if (n == 0) {
+    h->bad_head = DT_HEAD_FRAMING;
+    return 0;
+  }
+  if (x > (curl_off_t)h->max) {
+    h->too_large = 1;
+    return 0;
+  }
+  return len;
+}
+
+/* Only plain chunking: libcurl would decode "gzip, chunked" on its own,
+** the cosocket transport does not, and both must answer alike. */
+static size_t transfer_encoding(dt_http *h, const char *line, size_t len) {
+  static const char chunked[] = "chunked";
+  const char *v;
+  size_t n = value_of(line, len, 17, &v), i;
+  if (n != sizeof chunked - 1) n = 0;
+  for (i = 0; i < n; i++) {
+    char c = v[i];
+    if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+    if (c != chunked[i]) n = 0;
+  }
+  if (n == 0) {
+    h->bad_head = DT_HEAD_FRAMING;
+    return 0;
+  }
+  return len;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *ud) {
   dt_http *h = (dt_http *)ud;
   size_t len = size * n;
   /* A new status line (after a 1xx, say) starts a new header block. */
-  if (len >= 5 && memcmp(data, "HTTP/", 5) == 0)
-    memset(&h->hdr, 0, sizeof h->hdr);
+  if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+    h->hdr.request_id[0] = h->hdr.trace_id[0] = h->hdr.retry_after[0] = '\0';
+    h->head_bytes = 0;
+    h->in_head = 1;
+  }
+  /* A head flood is refused, not retried: sent again, it floods again. */
+  h->head_bytes += len;
+  if (h->head_bytes > DT_HEAD_MAX) {
+    h->bad_head = DT_HEAD_TOO_BIG;
+    return 0;
+  }
+  if (len > 0 && len <= 2 && (data[0] == '\r' || data[0] == '\n'))
+    h->in_head = 0;
   else if (header_is(data, len, "x-acs-request-id"))
     keep_value(h->hdr.request_id, sizeof h->hdr.request_id, data, len, 16);
   else if (header_is(data, len, "x-acs-trace-id"))
     keep_value(h->hdr.trace_id, sizeof h->hdr.trace_id, data, len, 14);
   else if (header_is(data, len, "retry-after"))
     keep_value(h->hdr.retry_after, sizeof h->hdr.retry_after, data, len, 11);
+  else if (header_is(data, len, "content-length"))
+    return content_length(h, data, len);
+  else if (header_is(data, len, "transfer-encoding"))
+    return transfer_encoding(h, data, len);
   return len;
+}
+
+/* Called before every request libcurl sends in a transfer, re-sends
+** included: the second one of an at-most-once transfer is refused. */
+static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip,
+                     int conn_primary_port, int conn_local_port) {
+  dt_http *h = (dt_http *)ud;
+  (void)conn_primary_ip; (void)conn_local_ip;
+  (void)conn_primary_port; (void)conn_local_port;
+  h->attempts++;
+  return h->once && h->attempts > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+
+/* The handle's sockets are opened and closed here so that a child of
+** fork() knows which descriptors it shares with its parent (see forked). */
+static curl_socket_t on_open_socket(void *ud, curlsocktype purpose,
+                                    struct curl_sockaddr *a) {
+  dt_http *h = (dt_http *)ud;
+  int i;
+  curl_socket_t s;
+  (void)purpose;
+  for (i = 0; i < DT_SOCKETS_MAX && h->sockets[i] >= 0; i++) {}
+  if (i == DT_SOCKETS_MAX) return CURL_SOCKET_BAD;   /* never seen: libcurl keeps few */
+  s = socket(a->family, a->socktype, a->protocol);
+  if (s != CURL_SOCKET_BAD) h->sockets[i] = s;
+  return s;
+}
+
+static int on_close_socket(void *ud, curl_socket_t s) {
+  dt_http *h = (dt_http *)ud;
+  int i;
+  for (i = 0; i < DT_SOCKETS_MAX; i++)
+    if (h->sockets[i] == s) h->sockets[i] = -1;
+  return close(s);
+}
+
+/* In a child of fork(), the handle's connections are the parent's: the
+** child must neither read nor write them. A harmless descriptor takes the
+** place of each inherited socket (/dev/null, else an unconnected socket),
+** so that whatever libcurl does on cleanup (TLS close alert, reads) goes
+** nowhere and the parent's connections stay whole. Returns 0 when one of
+** them could not be replaced: the handle must then never be cleaned up. */
+static int disown_sockets(dt_http *h) {
+  int i, all = 1, null = open("/dev/null", O_RDWR);
+  if (null < 0) null = socket(AF_UNIX, SOCK_STREAM, 0);
+  for (i = 0; i < DT_SOCKETS_MAX; i++) {
+    if (h->sockets[i] < 0) continue;
+    if (null < 0 || dup2(null, h->sockets[i]) < 0) all = 0;
+  }
+  if (null >= 0) close(null);
+  return all;
+}
+
+/* The first use in a child: the same options on a new handle, which has no
+** connection yet. The old handle is cleaned up once its sockets are
+** harmless; if they cannot be made so, it is left as it is (a leak in the
+** child rather than a close alert on the parent's connection). */
+static const char *forked(dt_http *h) {
+  CURL *dup = dt_curl.easy_duphandle(h->curl);
+  int i;
+  if (dup == NULL) return "out of memory (a new connection after fork)";
+  if (disown_sockets(h)) dt_curl.easy_cleanup(h->curl);
+  for (i = 0; i < DT_SOCKETS_MAX; i++) h->sockets[i] = -1;
+  h->curl = dup;
+  h->pid = (long)getpid();
+  return NULL;
+}
+
+/* Appends the file at path to buf[*len..] (grown as needed); 0 when it
+** cannot be read. */
+static int append_file(char **buf, size_t *len, size_t *cap, const char *path) {
+  FILE *f = fopen(path, "rb");
+  size_t n;
+  if (f == NULL) return 0;
+  do {
+    if (*cap - *len < 4096) {
+      size_t ncap = *cap ? *cap * 2 : 64 * 1024;
+      char *p = (char *)realloc(*buf, ncap);
+      if (p == NULL) break;
+      *buf = p;
+      *cap = ncap;
+    }
+    n = fread(*buf + *len, 1, *cap - *len, f);
+    *len += n;
+  } while (n > 0);
+  n = (size_t)ferror(f);
+  fclose(f);
+  return n == 0;
+}
+
+/* `cafile` adds to the system CAs (README): libcurl's CURLOPT_CAINFO would
+** replace its default bundle (its default CA directory stays). So the
+** handle gets the cafile and the default bundle as one in-memory bundle,
+** the default directory untouched. Returns 0 when that cannot be done
+** (libcurl before 7.77, a TLS library without blobs, an unreadable file):
+** the caller falls back to CURLOPT_CAINFO. */
+static int add_cafile(CURL *c, const char *cafile) {
+  char *def = NULL, *buf = NULL;
+  size_t len = 0, cap = 0;
+  struct curl_blob blob;
+  int ok = 0;
+  if (dt_curl.easy_getinfo(c, CURLINFO_CAINFO, &def) != CURLE_OK) def = NULL;
+  if (append_file(&buf, &len, &cap, cafile) && len < cap) {
+    buf[len++] = '\n';                /* a last line without its newline */
+    /* no default bundle (or none readable): the cafile alone, as before */
+    if (def) (void)append_file(&buf, &len, &cap, def);
+    blob.data = buf;
+    blob.len = len;
+    blob.flags = CURL_BLOB_COPY;
+    ok = dt_curl.easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob) == CURLE_OK;
+  }
+  free(buf);
+  return ok;
 }
 
 const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   struct curl_slist *l;
   CURL *c;
+  int i;
   const char *err = dt_curl_open();   /* done by require already; cheap */
 
   if (err) return err;
   memset(h, 0, sizeof *h);
   h->max = o->max_body;
+  h->pid = (long)getpid();
+  for (i = 0; i < DT_SOCKETS_MAX; i++) h->sockets[i] = -1;
   h->curl = c = dt_curl.easy_init();
   if (c == NULL) return "curl_easy_init failed";
 
@@ -109,7 +307,8 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
 #else
   SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-  SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_body);
+  /* No CURLOPT_MAXFILESIZE: with it libcurl reports an overflowing
+  ** Content-Length as "too large"; on_header tells the two apart. */
   SET(CURLOPT_POST, 1L);
   SET(CURLOPT_HTTPHEADER, h->headers);   /* h->with_token is 0 */
   SET(CURLOPT_WRITEFUNCTION, on_body);
@@ -117,15 +316,30 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   SET(CURLOPT_HEADERFUNCTION, on_header);
   SET(CURLOPT_HEADERDATA, (void *)h);
   SET(CURLOPT_TCP_KEEPALIVE, 1L);
+  SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+  SET(CURLOPT_OPENSOCKETDATA, (void *)h);
+  SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+  SET(CURLOPT_CLOSESOCKETDATA, (void *)h);
   if (o->user_agent) SET(CURLOPT_USERAGENT, o->user_agent);
-  if (o->cafile) SET(CURLOPT_CAINFO, o->cafile);
-  if (o->proxy) SET(CURLOPT_PROXY, o->proxy);
+  if (o->cafile && !add_cafile(c, o->cafile)) SET(CURLOPT_CAINFO, o->cafile);
+  /* "": no proxy at all, whatever the environment says */
+  if (o->direct) {
+    SET(CURLOPT_PROXY, "");
+  } else if (o->proxy) {
+    SET(CURLOPT_PROXY, o->proxy);
+  }
 #undef SET
+  /* libcurl before 7.80 has no pre-request callback: an at-most-once
+  ** transfer then takes a fresh connection instead (dt_http_post). */
+  h->prereq = dt_curl.easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq) == CURLE_OK &&
+              dt_curl.easy_setopt(c, CURLOPT_PREREQDATA, (void *)h) == CURLE_OK;
   return NULL;
 }
 
 void dt_http_close(dt_http *h) {
-  if (h->curl) dt_curl.easy_cleanup(h->curl);
+  /* in a child of fork() that never called: see forked */
+  if (h->curl && (h->pid == (long)getpid() || disown_sockets(h)))
+    dt_curl.easy_cleanup(h->curl);
   if (h->headers) dt_curl.slist_free_all(h->headers);
   free(h->body);
   free(h->url);
@@ -172,7 +386,15 @@ static void classify(dt_http *h, CURLcode rc, dt_http_result *out) {
     case CURLE_WRITE_ERROR:
       code = h->too_large ? "transport.too_large" : "transport.memory"; break;
     case CURLE_OUT_OF_MEMORY:
+      /* libcurl's limit on one header line (100 KiB) fails this way; a real
+      ** shortage of memory in the middle of a head reads the same. */
       code = "transport.memory"; break;
+    case CURLE_ABORTED_BY_CALLBACK:
+      /* only on_prereq aborts: the re-send of an at-most-once request */
+      if (h->once && h->attempts > 1) {
+        code = "transport.closed"; retry = 1;
+      }
+      break;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
@@ -191,8 +413,20 @@ static void classify(dt_http *h, CURLcode rc, dt_http_result *out) {
     default:
       break;
   }
-  if (rc == CURLE_FILESIZE_EXCEEDED || (rc == CURLE_WRITE_ERROR && h->too_large))
+  /* Refused heads; CURLE_TOO_LARGE (100, libcurl 8.6) is libcurl's own
+  ** limit on a head. Neither is retried: the server would send it again. */
+  if (h->bad_head || (int)rc == 100 || (rc == CURLE_OUT_OF_MEMORY && h->in_head)) {
+    code = "transport.bad_response";
+    retry = 0;
+  }
+  if (h->bad_head == DT_HEAD_FRAMING)
+    out->message = "response framing refused (Content-Length or Transfer-Encoding)";
+  else if (h->bad_head || (int)rc == 100 || (rc == CURLE_OUT_OF_MEMORY && h->in_head))
+    out->message = "response head larger than 100 KiB";
+  else if (rc == CURLE_FILESIZE_EXCEEDED || (rc == CURLE_WRITE_ERROR && h->too_large))
     out->message = "response body larger than max_body";
+  else if (rc == CURLE_ABORTED_BY_CALLBACK && h->once && h->attempts > 1)
+    out->message = "the connection closed before an answer; the request was not sent again";
   else
     out->message = h->errbuf[0] ? h->errbuf : dt_curl.easy_strerror(rc);
   out->code = code;
@@ -228,7 +462,7 @@ static void set_url(dt_http *h, const char *url) {
 }
 
 void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
-                  const char *body, size_t len, dt_http_result *out) {
+                  const char *body, size_t len, int once, dt_http_result *out) {
   static const size_t prefix = sizeof DT_TOKEN_HEADER - 1;
   CURLcode rc;
   long status = 0;
@@ -236,11 +470,26 @@ void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
 
   h->len = 0;
   h->too_large = 0;
+  h->head_bytes = 0;
+  h->in_head = 0;
+  h->bad_head = DT_HEAD_OK;
+  h->once = once;
+  h->attempts = 0;
   h->errbuf[0] = '\0';
   if (h->body) h->body[0] = '\0';
-  memset(&h->hdr, 0, sizeof h->hdr);
+  h->hdr.request_id[0] = h->hdr.trace_id[0] = h->hdr.retry_after[0] = '\0';
   memset(out, 0, sizeof *out);
 
+  /* After fork() the parent and the child would share one connection and
+  ** read each other's answers. */
+  if (h->pid != (long)getpid()) {
+    const char *fail = forked(h);
+    if (fail) {
+      out->code = "transport.memory";
+      out->message = fail;
+      return;
+    }
+  }
   if (with_token) {
     memcpy(h->token_line, DT_TOKEN_HEADER, prefix);
     memcpy(h->token_line + prefix, token, tlen);
@@ -255,7 +504,11 @@ void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
     dt_curl.easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
     dt_curl.easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
   }
+  /* Without on_prereq, only a fresh connection is sure not to be re-sent
+  ** on: libcurl re-sends only over a reused one. */
+  if (once && !h->prereq) dt_curl.easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 1L);
   rc = dt_curl.easy_perform(h->curl);
+  if (once && !h->prereq) dt_curl.easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 0L);
   /* the token lives no longer than the transfer */
   if (with_token) memset(h->token_line + prefix, 0, tlen);
 
@@ -264,5 +517,11 @@ void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
     return;
   }
   dt_curl.easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
+  if (status < 200) {
+    /* A final 1xx (101 Switching Protocols, unasked for) is no answer. */
+    out->code = "transport.bad_response";
+    out->message = "unexpected informational (1xx) answer";
+    return;
+  }
   out->status = status;
 }

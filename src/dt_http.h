@@ -16,23 +16,33 @@
 #endif
 
 /* Response headers worth keeping: request ids for error reports and
-** Retry-After for retry pacing. Fixed buffers: a header longer than that is
-** truncated, which is harmless for an identifier we only echo back. */
-#define DT_HDR_MAX 128
+** Retry-After for retry pacing. Request ids are kept whole up to
+** DT_RID_MAX bytes: the mapping redacts the secrets first and only then
+** cuts them, so a cut here could leave a secret's prefix behind. */
+#define DT_RID_MAX 4096
 
 typedef struct dt_http_headers {
-  char request_id[DT_HDR_MAX];   /* x-acs-request-id */
-  char trace_id[DT_HDR_MAX];     /* x-acs-trace-id */
-  char retry_after[32];          /* Retry-After */
+  char request_id[DT_RID_MAX + 1];   /* x-acs-request-id */
+  char trace_id[DT_RID_MAX + 1];     /* x-acs-trace-id */
+  char retry_after[32];              /* Retry-After */
 } dt_http_headers;
+
+/* One response head (status line and header lines) may take this many
+** bytes; more is a bad_response, the same limit as the cosocket transport. */
+#define DT_HEAD_MAX (100 * 1024)
+
+/* Sockets a handle may hold at once: its kept-alive connections (libcurl
+** keeps a few) and the attempts of a connect in progress. */
+#define DT_SOCKETS_MAX 16
 
 typedef struct dt_http_opts {
   long timeout_ms;               /* whole transfer */
   long connect_timeout_ms;
   size_t max_body;               /* response bytes kept at most */
-  const char *cafile;            /* NULL: the system bundle */
+  const char *cafile;            /* trusted besides the system CAs (NULL: none) */
   const char *proxy;             /* NULL: libcurl's default (environment) */
   const char *user_agent;
+  int direct;                    /* never any proxy, environment included */
 } dt_http_opts;
 
 /* One client connection: the easy handle (kept, so the TCP/TLS connection
@@ -55,7 +65,15 @@ typedef struct dt_http {
   char *url;                     /* copy of the URL last set (NULL: none) */
   char *body;                    /* response body, NUL-terminated */
   size_t len, cap, max;
-  int too_large;                 /* the write callback refused more bytes */
+  int too_large;                 /* a callback refused the body's size */
+  size_t head_bytes;             /* bytes of the current response head */
+  int in_head;                   /* between a status line and its blank line */
+  int bad_head;                  /* on_header stopped the transfer: see dt_http.c */
+  int once;                      /* this transfer goes on the wire at most once */
+  int attempts;                  /* requests libcurl set out to send in this transfer */
+  int prereq;                    /* libcurl has CURLOPT_PREREQFUNCTION */
+  long pid;                      /* the process that opened the connections */
+  int sockets[DT_SOCKETS_MAX];   /* the sockets the handle holds (-1: free) */
   dt_http_headers hdr;
   char errbuf[CURL_ERROR_SIZE];
 } dt_http;
@@ -80,9 +98,13 @@ void dt_http_close(dt_http *h);
 /* POSTs `body` to `url`, with the access-token header when `token` is not
 ** NULL (NULL: the access-token call itself). The token, 1..DT_TOKEN_MAX
 ** bytes, must not contain CR or LF: the caller checks. `body` must stay
-** alive for the call. */
+** alive for the call. `once`: the request goes on the wire at most once;
+** libcurl re-sends a request on its own when a reused connection dies
+** before the answer, and such a transfer fails as transport.closed instead.
+** In a child of fork() the first call (or close) leaves the connections of
+** the parent alone and opens new ones. */
 void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
-                  const char *body, size_t len, dt_http_result *out);
+                  const char *body, size_t len, int once, dt_http_result *out);
 
 /* The methods the API uses; DT_POST is the default of every request. */
 enum { DT_POST = 0, DT_GET, DT_PUT, DT_DELETE, DT_PATCH };
