@@ -241,6 +241,21 @@ size_t dt_clean(char *out, const char *s, size_t len, size_t max,
   return dt_clean_r(out, s, len, max, &r);
 }
 
+size_t dt_clean_rid_r(char *out, const char *s, size_t len, const dt_redactor *r) {
+  char buf[DT_CLEAN_MAX + DT_CLEAN_SLACK];
+  size_t n = dt_clean_r(buf, s, len, DT_RID_MAX, r);
+  if (n > DT_RID_MAX)                  /* cut: room for the "..." too */
+    n = dt_clean_r(buf, s, len, DT_RID_MAX - 3, r);
+  memcpy(out, buf, n + 1);
+  return n;
+}
+
+size_t dt_clean_rid(char *out, const char *s, size_t len, const dt_secrets *secrets) {
+  dt_redactor r;
+  dt_redactor_init(&r, secrets);
+  return dt_clean_rid_r(out, s, len, &r);
+}
+
 void dt_push_clean_r(lua_State *L, const char *s, size_t len, size_t max,
                      const dt_redactor *r) {
   char buf[DT_CLEAN_MAX + DT_CLEAN_SLACK];

@@ -85,6 +85,14 @@ size_t dt_clean(char *out, const char *s, size_t len, size_t max,
 size_t dt_clean_r(char *out, const char *s, size_t len, size_t max,
                   const dt_redactor *r);
 
+/* A request id from a header, as errors carry it: the whole value cleaned
+** and redacted, then at most DT_RID_MAX bytes in all ("..." included).
+** out has room for DT_RID_MAX + 1 bytes; returns the length. For the
+** transport too (client:last()), so both give the same text. */
+#define DT_RID_MAX 127
+size_t dt_clean_rid(char *out, const char *s, size_t len, const dt_secrets *secrets);
+size_t dt_clean_rid_r(char *out, const char *s, size_t len, const dt_redactor *r);
+
 /* Pushes a cleaned copy of s[0..len): see the file comment. */
 void dt_push_clean(lua_State *L, const char *s, size_t len, size_t max,
                    const dt_secrets *secrets);

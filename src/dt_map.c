@@ -2,7 +2,6 @@
 ** dt_map.c: status, headers and body into `true, result` or `nil, error`.
 */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "dt_map.h"
@@ -11,9 +10,6 @@
 #define DT_TEXT_MAX 512
 #define DT_EXCERPT_MAX 200
 #define DT_INLINE_EXCERPT 80
-/* Request ids from headers: whole from the transport, redacted, then at
-** most this many bytes in all ("..." included). */
-#define DT_RID_MAX 127
 /* Retry-After beyond any sane wait: kept large (never wrapped), as an
 ** integer every interpreter holds exactly. */
 #define DT_RETRY_AFTER_MAX 2147483647L
@@ -86,11 +82,8 @@ static long retry_after(const char *s) {
 /* Sets request_id from a header value: the whole value is redacted before
 ** the cap, so a cut cannot leave a piece of a secret. */
 static void set_header_rid(lua_State *L, const char *rid, const dt_redactor *red) {
-  char buf[DT_CLEAN_MAX + DT_CLEAN_SLACK];
-  size_t len = strlen(rid);
-  size_t n = dt_clean_r(buf, rid, len, DT_RID_MAX, red);
-  if (n > DT_RID_MAX)                  /* cut: room for the "..." too */
-    n = dt_clean_r(buf, rid, len, DT_RID_MAX - 3, red);
+  char buf[DT_RID_MAX + 1];
+  size_t n = dt_clean_rid_r(buf, rid, strlen(rid), red);
   lua_pushlstring(L, buf, n);
   lua_setfield(L, -2, "request_id");
 }
