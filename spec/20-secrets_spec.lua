@@ -167,6 +167,73 @@ describe("secrets", function()
     end)
   end)
 
+  -- issue 10, points 1 and 2 on the success path: a 200 whose request id
+  -- header echoes the token reaches on_request through client:last().
+  describe("a successful answer whose request id header echoes the token", function()
+    local shell = require "spec.helpers.shell"
+    -- a canned server in a child process: 200 {"result":true}, with the
+    -- token after N bytes of "x" in x-acs-request-id (N from the robotCode)
+    local SERVER = [[
+      local socket = require "socket"
+      local srv = assert(socket.bind("127.0.0.1", 0))
+      local _, port = srv:getsockname()
+      io.stdout:write("port ", port, "\n") io.stdout:flush()
+      srv:settimeout(30)
+      while true do
+        local c = srv:accept()
+        if not c then break end
+        c:settimeout(10)
+        local len = 0
+        while true do
+          local h = c:receive("*l")
+          if not h or h == "" then break end
+          len = tonumber(h:lower():match("^content%-length:%s*(%d+)")) or len
+        end
+        local body = len > 0 and c:receive(len) or ""
+        local n = tonumber(body:match('"echo%-(%d+)"'))
+        if not n then c:close() break end
+        local b = '{"result":true}'
+        c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-acs-request-id: "
+          .. ("x"):rep(n) .. TOKEN .. " end\r\nContent-Length: " .. #b .. "\r\nConnection: close\r\n\r\n" .. b)
+        c:close()
+      end
+    ]]
+
+    -- Pending until client:last() gives the request id cleaned and redacted
+    -- like an error's (dt_clean_rid in dt_core.c): set to `it` then.
+    local needs_last = pending
+    needs_last("leaves no 8 bytes of the token in the on_request events", function()
+      local srv = io.popen(shell.LUA .. " -e " .. shell.q("local TOKEN = " .. ("%q"):format(ECHO_TOKEN)
+        .. " " .. SERVER), "r")
+      local port = tonumber((srv:read("*l") or ""):match("^port (%d+)"))
+      assert.is_number(port, "the canned server did not start")
+      finally(function()
+        -- a request without "echo-N" ends the server, whatever happened
+        local c = require("socket").connect("127.0.0.1", port)
+        if c then
+          c:send("POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nstop")
+          c:close()
+        end
+        srv:close()
+      end)
+      local events = {}
+      local client = dingtalk.new{ endpoint = "http://127.0.0.1:" .. port, retries = 0, timeout = 2000,
+                                   on_request = function(ev) events[#events + 1] = ev end }
+      local list = paddings(ECHO_TOKEN)
+      for _, n in ipairs(list) do
+        assert.is_true(client.robot.clear_plugins{ robotCode = "echo-" .. n, token = ECHO_TOKEN })
+        local ev = events[#events]
+        assert.are.same({ true, 200 }, { ev.ok, ev.status }, "N = " .. n)
+        assert.are.equal(1, ev.request_id:find(("x"):rep(math.min(n, 60)), 1, true), "N = " .. n)
+        assert.is_true(#ev.request_id <= 127, "N = " .. n)
+        local at = leak(ev, ECHO_TOKEN)
+        assert.is_nil(at, "N = " .. n .. " leaks in: " .. tostring(at))
+      end
+      assert.are.equal(#list, #events)
+      client:close()
+    end)
+  end)
+
   it("transport errors and TLS failures carry no token either", function()
     for _, opts in ipairs{ { endpoint = "http://127.0.0.1:1" }, { endpoint = emu.tls_url },
                            { endpoint = emu.url, max_body = 10 } } do
