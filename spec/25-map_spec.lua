@@ -1,6 +1,7 @@
 -- core.map on its own: status, headers and body in, result or error out.
 -- This is the mapping every transport shares; no server involved.
 local core = require "dingtalk.core"
+local cjson = require "cjson"
 local strings = require("spec.helpers.reachable").strings
 
 local function map(status, body, headers, field, secret, secret2)
@@ -250,6 +251,21 @@ describe("core.map", function()
       assert.are.equal("a s3cr3 b", core.redact("a s3cr3 b", "s3cr3"))
       local _, e = map(400, '{"code":"c","message":"k9Zk9Z k9Zk9"}', nil, nil, "k9Zk9Z")
       assert.are.equal("[redacted] k9Zk9", e.message)
+    end)
+
+    it("takes out a secret as JSON wrote it into a body that is shown back", function()
+      -- a proxy page echoing the token call: cjson writes "/" as "\\/"
+      local secret = "s3cr/et+Q/9zA/bc_D/efG"
+      local body = "<pre>" .. cjson.encode{ appKey = "k", appSecret = secret } .. "</pre>"
+      assert.is_truthy(body:find("\\/", 1, true))
+      local _, e = map(400, body, nil, nil, TOKEN, secret)
+      assert.are.equal("http", e.kind)
+      assert.are.equal(body:gsub('"appSecret":"[^"]*"', '"appSecret":"[redacted]"'), e.excerpt)
+      -- \u00XX escapes and the short escapes, any mix, 8 bytes or more once undone
+      assert.are.equal("<[redacted]>", core.redact("<s3cr\\/et\\u002bQ\\u002F9z>", secret))
+      assert.are.equal("<[redacted]>", core.redact('<a\\"b\\\\c\\td\\/e>', 'Za"b\\c\td/eZ'))
+      -- 7 bytes once undone are not a piece
+      assert.are.equal("<s3cr\\/et>", core.redact("<s3cr\\/et>", secret))
     end)
 
     it("keeps non-string values as they are in core.redact", function()

@@ -108,19 +108,65 @@ void dt_redactor_init(dt_redactor *r, const dt_secrets *secrets) {
     if (r->n == 0 || r->win[r->n - 1] != r->win[i]) r->win[r->n++] = r->win[i];
 }
 
+static int indexed(const dt_redactor *r, uint64_t w) {
+  size_t lo = 0, hi = r->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (r->win[mid] < w) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < r->n && r->win[lo] == w;
+}
+
+static int hexval(unsigned char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* A body that shows a request back (a proxy page echoing the token call)
+** holds the secret as JSON wrote it: "\/" for "/", "\u0041" for "A". The 8
+** bytes p[0..n) reads as once such escapes are undone go to w; returns how
+** many bytes of p they take, or 0 when they hold no escape (the plain
+** window covers that case). */
+static size_t unescaped(const unsigned char *p, size_t n, unsigned char *w) {
+  size_t i = 0, k = 0;
+  int esc = 0;
+  while (k < DT_WINDOW) {
+    if (i >= n) return 0;
+    if (p[i] == '\\' && i + 1 < n) {
+      unsigned char c = p[i + 1];
+      const char *from = "/\"\\bfnrt", *to = "/\"\\\b\f\n\r\t";
+      const char *f = c ? strchr(from, c) : NULL;
+      if (f) {
+        w[k++] = (unsigned char)to[f - from];
+        i += 2;
+        esc = 1;
+        continue;
+      }
+      if (c == 'u' && i + 5 < n && p[i + 2] == '0' && p[i + 3] == '0' &&
+          hexval(p[i + 4]) >= 0 && hexval(p[i + 5]) >= 0) {
+        w[k++] = (unsigned char)(hexval(p[i + 4]) * 16 + hexval(p[i + 5]));
+        i += 6;
+        esc = 1;
+        continue;
+      }
+    }
+    w[k++] = p[i++];
+  }
+  return esc ? i : 0;
+}
+
 /* How many bytes from p (n left) a secret match starting there covers, or 0. */
 static size_t match_at(const dt_redactor *r, const unsigned char *p, size_t n) {
   size_t m = 0;
   int k;
   if (n >= DT_WINDOW && r->n) {
-    uint64_t w = window(p);
-    size_t lo = 0, hi = r->n;
-    while (lo < hi) {
-      size_t mid = lo + (hi - lo) / 2;
-      if (r->win[mid] < w) lo = mid + 1;
-      else hi = mid;
-    }
-    if (lo < r->n && r->win[lo] == w) m = DT_WINDOW;
+    unsigned char w[DT_WINDOW];
+    size_t e;
+    if (indexed(r, window(p))) m = DT_WINDOW;
+    if ((e = unescaped(p, n, w)) > m && indexed(r, window(w))) m = e;
   }
   for (k = 0; k < DT_SECRETS_MAX; k++)
     if (r->whole[k] && n >= r->wlen[k] && r->wlen[k] > m &&

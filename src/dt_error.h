@@ -10,8 +10,10 @@
 **
 ** Redaction: every run of bytes covered by an 8-byte window that also occurs
 ** in a secret becomes one "[redacted]" (so any fragment of 8 or more bytes
-** of a secret goes, not only whole occurrences); a secret of 6 or 7 bytes
-** only when it occurs whole; a shorter one is never looked for.
+** of a secret goes, not only whole occurrences), also where the text holds
+** it JSON-escaped ("\/", "\u00XX": a page showing a request body back); a
+** secret of 6 or 7 bytes only when it occurs whole (as it is); a shorter one
+** is never looked for.
 */
 #ifndef DT_ERROR_H
 #define DT_ERROR_H
