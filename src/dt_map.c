@@ -139,11 +139,6 @@ static int exact_result(const dt_response *r) {
 static int map_success(lua_State *L, int top, const dt_response *r,
                        const dt_redactor *red) {
   int t;
-  if (r->result_field && (t = exact_result(r)) >= 0) {
-    lua_pushboolean(L, 1);
-    lua_pushboolean(L, t);
-    return finish(L, top);
-  }
   if (r->len == 0 || blank(r->body, r->len))
     return protocol_error(L, top, r, red, "protocol.empty", "empty response body");
   if (!decode(L, r->body, r->len))
@@ -346,9 +341,15 @@ static int map_http(lua_State *L, int top, const dt_response *r,
 int dt_map_push(lua_State *L, const dt_response *r) {
   int top = lua_gettop(L);
   dt_redactor red;                     /* one per response, on the C stack */
+  int two = r->status >= 200 && r->status <= 299, t;
   luaL_checkstack(L, 12, "dingtalk: mapping a response");
+  if (two && r->result_field && (t = exact_result(r)) >= 0) {
+    lua_pushboolean(L, 1);               /* the usual answer: no text to clean */
+    lua_pushboolean(L, t);
+    return 2;
+  }
   dt_redactor_init(&red, &r->secrets);
-  if (r->status >= 200 && r->status <= 299) return map_success(L, top, r, &red);
+  if (two) return map_success(L, top, r, &red);
   /* A platform error is a 4xx/5xx JSON object with a code; anything else
   ** is an HTTP-level failure (a proxy page, a throttle page, a redirect,
   ** whatever its body looks like). */
