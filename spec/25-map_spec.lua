@@ -234,6 +234,73 @@ describe("core.map", function()
       end)
     end
 
+    it("agrees with a plain model (cover every 8-byte window found in a secret, then cap) on random texts",
+       function()
+      -- a small alphabet, so that windows shared by chance are common too
+      local A = "abcd-_0123"
+      local function rnd(n)
+        local t = {}
+        for i = 1, n do local k = math.random(#A) t[i] = A:sub(k, k) end
+        return table.concat(t)
+      end
+      local function model(text, secrets)
+        local covered = {}
+        for i = 1, #text do
+          for _, sec in ipairs(secrets) do
+            local w = #sec >= 8 and 8 or #sec
+            if #sec >= 6 and i + w - 1 <= #text then
+              local piece = text:sub(i, i + w - 1)
+              if (#sec >= 8 and sec:find(piece, 1, true)) or piece == sec then
+                for j = i, i + w - 1 do covered[j] = true end
+              end
+            end
+          end
+        end
+        local pieces, i = {}, 1
+        while i <= #text do
+          local j = i
+          if covered[i] then
+            while covered[j + 1] do j = j + 1 end
+            pieces[#pieces + 1] = true
+          else
+            while j < #text and not covered[j + 1] do j = j + 1 end
+            pieces[#pieces + 1] = text:sub(i, j)
+          end
+          i = j + 1
+        end
+        return pieces
+      end
+      math.randomseed(10)
+      for round = 1, 1500 do
+        local s1 = rnd(math.random(6, 40))
+        local s2 = rnd(math.random(6, 40))
+        local parts = {}
+        for _ = 1, math.random(0, 12) do
+          local r = math.random(3)
+          local src = r == 1 and s1 or r == 2 and s2 or rnd(40)
+          local a = math.random(#src)
+          parts[#parts + 1] = src:sub(a, a + math.random(0, 30))
+          parts[#parts + 1] = rnd(math.random(0, 40))
+        end
+        local text = table.concat(parts)
+        local pieces = model(text, { s1, s2 })
+        local what = ("round %d: %q with %q and %q"):format(round, text, s1, s2)
+        local _, e = map(400, '{"code":"c","message":"' .. text .. '"}', { ["x-acs-request-id"] = text },
+                         nil, s1, s2)
+        local message = text == "" and "(the platform gave no message)" or capped(pieces, 512)
+        assert.are.equal(message, e.message, what)
+        if text ~= "" then assert.are.equal(rid_capped(pieces), e.request_id, what) end
+        _, e = map(502, text, nil, nil, s1, s2)
+        if text ~= "" then
+          assert.are.same({ capped(pieces, 200), "HTTP 502 Bad Gateway: " .. capped(pieces, 80) },
+                          { e.excerpt, e.message }, what)
+        end
+        local whole = {}
+        for k, p in ipairs(pieces) do whole[k] = p == true and "[redacted]" or p end
+        assert.are.equal(table.concat(whole), core.redact(text, s1, s2), what)
+      end
+    end)
+
     it("merges overlapping and adjacent pieces into one marker, for both secrets", function()
       local t = TOKEN
       local s = "<" .. t:sub(1, 12) .. t:sub(5, 20) .. APP_SECRET:sub(10, 30) .. t:sub(3) .. ">"
