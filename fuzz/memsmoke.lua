@@ -81,6 +81,28 @@ for _ = 1, ROUNDS do
       end
     end
   end
+  -- redaction before the caps, both secrets, the header path (issue 10)
+  local APP = "memsmoke-app-secret-ABCDEFGHIJ-0123456789"
+  for n = 40, 520, 37 do
+    local text = ("x"):rep(n) .. TOKEN:sub(3) .. APP:sub(1, 20) .. " end"
+    local ok, res = core.map(400, { ["x-acs-trace-id"] = text, ["retry-after"] = ("9"):rep(n) },
+      '{"code":"' .. text .. '","message":"' .. text .. '","accessdenieddetail":{"' .. text .. '":["'
+      .. text .. '"]}}', nil, TOKEN, APP)
+    check(ok == nil and is_error(res, "api") and res.retry_after == 2147483647, "straddle " .. n)
+    check(not tostring(res):find(TOKEN:sub(3, 10), 1, true), "straddle " .. n .. " redacts")
+    ok, res = core.map(502, { ["x-acs-request-id"] = text }, text, nil, TOKEN, APP)
+    check(ok == nil and is_error(res, "http") and #res.request_id <= 127, "straddle html " .. n)
+    check(core.redact(text, TOKEN, APP) == ("x"):rep(n) .. "[redacted] end", "core.redact " .. n)
+  end
+  local big = TOKEN:rep(4096)
+  local ok, res = core.map(502, { ["x-acs-request-id"] = big }, big, nil, TOKEN, ("k"):rep(1025))
+  check(ok == nil and res.excerpt == "[redacted]" and res.request_id == "[redacted]", "too long a secret")
+  ok, res = core.map(400, {}, '{"code":40014,"message":"\\u0085\\u2028\\u202e","requestid":12345}', nil, TOKEN)
+  check(ok == nil and res.code == "40014" and res.message == "   " and res.request_id == "12345", "numeric code")
+  ok, res = core.map(302, {}, '{"code":"param.illegal"}')
+  check(ok == nil and is_error(res, "http", "http.302"), "3xx with a code")
+  check(core.redact(("a"):rep(65536), ("a"):rep(1024)) == "[redacted]", "core.redact of a long run")
+  check(core.redact(5, TOKEN) == 5, "core.redact of a number")
   -- argument errors raise through lua_error: nothing may leak on the way
   check(not pcall(core.map, 99, {}, ""), "status 99 raises")
   check(not pcall(core.map, 0 / 0, {}, ""), "status NaN raises")

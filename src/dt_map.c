@@ -2,7 +2,6 @@
 ** dt_map.c: status, headers and body into `true, result` or `nil, error`.
 */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "dt_map.h"
@@ -11,6 +10,9 @@
 #define DT_TEXT_MAX 512
 #define DT_EXCERPT_MAX 200
 #define DT_INLINE_EXCERPT 80
+/* Retry-After beyond any sane wait: kept large (never wrapped), as an
+** integer every interpreter holds exactly. */
+#define DT_RETRY_AFTER_MAX 2147483647L
 
 /* Registry key (its address) of this state's private cjson.decode. */
 static const char decode_key = 'd';
@@ -61,36 +63,60 @@ static int finish(lua_State *L, int top) {
 
 static const char *header(const char *h) { return (h && *h) ? h : NULL; }
 
+/* Retry-After as delay-seconds (digits, optional blanks around them), or
+** -1: the HTTP-date form and anything else is left out. Saturates instead
+** of wrapping, however many digits. */
+static long retry_after(const char *s) {
+  long v = 0;
+  int digits = 0;
+  while (*s == ' ' || *s == '\t') s++;
+  for (; *s >= '0' && *s <= '9'; s++) {
+    long d = *s - '0';
+    digits = 1;
+    v = v > (DT_RETRY_AFTER_MAX - d) / 10 ? DT_RETRY_AFTER_MAX : v * 10 + d;
+  }
+  while (*s == ' ' || *s == '\t') s++;
+  return digits && *s == '\0' ? v : -1;
+}
+
+/* Sets request_id from a header value: the whole value is redacted before
+** the cap, so a cut cannot leave a piece of a secret. */
+static void set_header_rid(lua_State *L, const char *rid, const dt_redactor *red) {
+  char buf[DT_RID_MAX + 1];
+  size_t n = dt_clean_rid_r(buf, rid, strlen(rid), red);
+  lua_pushlstring(L, buf, n);
+  lua_setfield(L, -2, "request_id");
+}
+
 /* Adds what every mapped error carries besides kind/code/message. */
-static void add_context(lua_State *L, const dt_response *r) {
+static void add_context(lua_State *L, const dt_response *r, const dt_redactor *red) {
   const char *rid = header(r->request_id) ? r->request_id : header(r->trace_id);
   int has;
   lua_getfield(L, -1, "request_id");
   has = !lua_isnil(L, -1);
   lua_pop(L, 1);
-  if (!has && rid)
-    dt_error_setclean(L, "request_id", rid, strlen(rid), DT_TEXT_MAX, &r->secrets);
+  if (!has && rid) set_header_rid(L, rid, red);
   if (header(r->retry_after)) {
-    char *end;
-    long secs = strtol(r->retry_after, &end, 10);
-    if (*end == '\0' && secs >= 0) {   /* the HTTP-date form is left out */
+    long secs = retry_after(r->retry_after);
+    if (secs >= 0) {
       lua_pushinteger(L, (lua_Integer)secs);
       lua_setfield(L, -2, "retry_after");
     }
   }
 }
 
-static void add_excerpt(lua_State *L, const dt_response *r) {
-  if (r->len) dt_error_setclean(L, "excerpt", r->body, r->len, DT_EXCERPT_MAX, &r->secrets);
+static void add_excerpt(lua_State *L, const dt_response *r, const dt_redactor *red) {
+  if (r->len) dt_error_setclean_r(L, "excerpt", r->body, r->len, DT_EXCERPT_MAX, red);
 }
 
 /* Error for a 2xx answer that breaks the contract. */
 static int protocol_error(lua_State *L, int top, const dt_response *r,
-                          const char *code, const char *message) {
+                          const dt_redactor *red, const char *code,
+                          const char *message) {
   lua_pushnil(L);
   dt_error_push(L, "protocol", code, message, r->status, 0);
-  add_excerpt(L, r);
-  add_context(L, r);
+  add_excerpt(L, r, red);
+  add_context(L, r, red);
   return finish(L, top);
 }
 
@@ -110,26 +136,22 @@ static int exact_result(const dt_response *r) {
   return -1;
 }
 
-static int map_success(lua_State *L, int top, const dt_response *r) {
+static int map_success(lua_State *L, int top, const dt_response *r,
+                       const dt_redactor *red) {
   int t;
-  if (r->result_field && (t = exact_result(r)) >= 0) {
-    lua_pushboolean(L, 1);
-    lua_pushboolean(L, t);
-    return finish(L, top);
-  }
   if (r->len == 0 || blank(r->body, r->len))
-    return protocol_error(L, top, r, "protocol.empty", "empty response body");
+    return protocol_error(L, top, r, red, "protocol.empty", "empty response body");
   if (!decode(L, r->body, r->len))
-    return protocol_error(L, top, r, "protocol.not_json", "response body is not JSON");
+    return protocol_error(L, top, r, red, "protocol.not_json", "response body is not JSON");
   t = lua_gettop(L);
   /* A scalar top level (1, "x", true, null) is valid JSON to cjson; check
   ** the type before indexing: lua_rawgeti on a non-table is undefined. */
   if (!lua_istable(L, t))
-    return protocol_error(L, top, r, "protocol.not_object",
+    return protocol_error(L, top, r, red, "protocol.not_object",
                           "response body is not a JSON object");
   lua_rawgeti(L, t, 1);
   if (!lua_isnil(L, -1))
-    return protocol_error(L, top, r, "protocol.not_object",
+    return protocol_error(L, top, r, red, "protocol.not_object",
                           "response body is not a JSON object");
   lua_pop(L, 1);
   if (r->result_field == NULL) {
@@ -139,19 +161,41 @@ static int map_success(lua_State *L, int top, const dt_response *r) {
   }
   lua_getfield(L, t, r->result_field);
   if (lua_isnil(L, -1))
-    return protocol_error(L, top, r, "protocol.no_result",
+    return protocol_error(L, top, r, red, "protocol.no_result",
                           "response has no result field");
   if (!lua_isboolean(L, -1))
-    return protocol_error(L, top, r, "protocol.bad_result",
+    return protocol_error(L, top, r, red, "protocol.bad_result",
                           "response result is not a boolean");
   lua_pushboolean(L, 1);
   lua_insert(L, -2);
   return finish(L, top);
 }
 
+/* Replaces the number on top with its text: an integral value as its
+** integer string on every interpreter (cjson gives floats on 5.3/5.4, where
+** lua_tostring would say "40014.0"), any other as %.14g, as 5.1 prints it. */
+static void number_to_text(lua_State *L) {
+  char buf[64];
+  lua_Number d = lua_tonumber(L, -1);
+#if LUA_VERSION_NUM >= 503
+  if (lua_isinteger(L, -1)) {
+    lua_tostring(L, -1);               /* converts the slot in place */
+    return;
+  }
+#endif
+  /* Up to 2^53 every integer is exact; beyond, digits would be invented. */
+  if (d >= -9007199254740992.0 && d <= 9007199254740992.0 &&
+      (lua_Number)(long long)d == d)
+    snprintf(buf, sizeof buf, "%lld", (long long)d);
+  else
+    snprintf(buf, sizeof buf, "%.14g", (double)d);
+  lua_pop(L, 1);
+  lua_pushstring(L, buf);
+}
+
 /* Pushes field a, or else field b, of the table at t when it is a string
-** or a number (request ids come as either); otherwise pushes nil and returns
-** NULL. */
+** or a number (codes and request ids come as either; a number as text, see
+** number_to_text); otherwise pushes nil and returns NULL. */
 static const char *pick(lua_State *L, int t, const char *a, const char *b,
                         size_t *len) {
   int i;
@@ -163,7 +207,9 @@ static const char *pick(lua_State *L, int t, const char *a, const char *b,
     lua_getfield(L, t, names[i]);
     ty = lua_type(L, -1);
     if (ty == LUA_TSTRING || ty == LUA_TNUMBER) {
-      const char *s = lua_tolstring(L, -1, len);
+      const char *s;
+      if (ty == LUA_TNUMBER) number_to_text(L);
+      s = lua_tolstring(L, -1, len);
       if (*len) return s;
     }
     lua_pop(L, 1);
@@ -184,12 +230,12 @@ static int retryable_api(long status, const char *code) {
 ** (numbers, booleans, cjson.null) as they are. */
 #define DT_DETAIL_DEPTH 4
 #define DT_DETAIL_ITEMS 64
-static void clean_value(lua_State *L, int idx, int depth, const dt_secrets *secret) {
+static void clean_value(lua_State *L, int idx, int depth, const dt_redactor *red) {
   int type = lua_type(L, idx);
   if (type == LUA_TSTRING) {
     size_t n;
     const char *s = lua_tolstring(L, idx, &n);
-    dt_push_clean(L, s, n, DT_TEXT_MAX, secret);
+    dt_push_clean_r(L, s, n, DT_TEXT_MAX, red);
   } else if (type == LUA_TTABLE) {
     int items = 0, copy;
     if (depth >= DT_DETAIL_DEPTH) {
@@ -202,8 +248,8 @@ static void clean_value(lua_State *L, int idx, int depth, const dt_secrets *secr
     lua_pushnil(L);
     while (lua_next(L, idx) && items++ < DT_DETAIL_ITEMS) {
       int kv = lua_gettop(L);          /* key at kv - 1, value at kv */
-      clean_value(L, kv - 1, depth + 1, secret);
-      clean_value(L, kv, depth + 1, secret);
+      clean_value(L, kv - 1, depth + 1, red);
+      clean_value(L, kv, depth + 1, red);
       if (!lua_isnil(L, -2)) lua_rawset(L, copy);
       else lua_pop(L, 2);
       lua_pop(L, 1);                   /* the value; the key stays for lua_next */
@@ -214,7 +260,8 @@ static void clean_value(lua_State *L, int idx, int depth, const dt_secrets *secr
   }
 }
 
-static int map_api(lua_State *L, int top, int t, const dt_response *r) {
+static int map_api(lua_State *L, int top, int t, const dt_response *r,
+                   const dt_redactor *red) {
   size_t clen, mlen, rlen;
   const char *code = pick(L, t, "code", "Code", &clen);
   const char *msg = pick(L, t, "message", "Message", &mlen);
@@ -227,24 +274,24 @@ static int map_api(lua_State *L, int top, int t, const dt_response *r) {
   lua_pushnil(L);
   dt_error_push(L, "api", "", NULL, r->status, retryable_api(r->status, code));
   e = lua_gettop(L);
-  dt_error_setclean(L, "code", code, clen, DT_TEXT_MAX, &r->secrets);
+  dt_error_setclean_r(L, "code", code, clen, DT_TEXT_MAX, red);
   if (msg)
-    dt_error_setclean(L, "message", msg, mlen, DT_TEXT_MAX, &r->secrets);
+    dt_error_setclean_r(L, "message", msg, mlen, DT_TEXT_MAX, red);
   else {
     lua_pushstring(L, "(the platform gave no message)");
     lua_setfield(L, e, "message");
   }
-  if (rid) dt_error_setclean(L, "request_id", rid, rlen, DT_TEXT_MAX, &r->secrets);
+  if (rid) dt_error_setclean_r(L, "request_id", rid, rlen, DT_TEXT_MAX, red);
   /* A 403 lists the scopes the app lacks: the one thing an operator needs. */
   lua_getfield(L, t, "accessdenieddetail");
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
     lua_getfield(L, t, "accessDeniedDetail");
   }
-  clean_value(L, lua_gettop(L), 0, &r->secrets);   /* server text like the rest */
+  clean_value(L, lua_gettop(L), 0, red);   /* server text like the rest */
   lua_remove(L, -2);
   lua_setfield(L, e, "accessdenieddetail");
-  add_context(L, r);
+  add_context(L, r, red);
   return finish(L, top);
 }
 
@@ -268,7 +315,8 @@ static const char *reason(long status) {
   }
 }
 
-static int map_http(lua_State *L, int top, const dt_response *r) {
+static int map_http(lua_State *L, int top, const dt_response *r,
+                    const dt_redactor *red) {
   char code[32], msg[96];
   snprintf(code, sizeof code, "http.%ld", r->status);
   snprintf(msg, sizeof msg, "HTTP %ld %s", r->status, reason(r->status));
@@ -280,32 +328,42 @@ static int map_http(lua_State *L, int top, const dt_response *r) {
     ** proxy or throttle page was. */
     lua_pushstring(L, msg);
     lua_pushstring(L, ": ");
-    dt_push_clean(L, r->body, r->len, DT_INLINE_EXCERPT, &r->secrets);
+    dt_push_clean_r(L, r->body, r->len, DT_INLINE_EXCERPT, red);
     lua_concat(L, 3);
   } else
     lua_pushstring(L, msg);
   lua_setfield(L, -2, "message");
-  add_excerpt(L, r);
-  add_context(L, r);
+  add_excerpt(L, r, red);
+  add_context(L, r, red);
   return finish(L, top);
 }
 
 int dt_map_push(lua_State *L, const dt_response *r) {
   int top = lua_gettop(L);
+  dt_redactor red;                     /* one per response, on the C stack */
+  int two = r->status >= 200 && r->status <= 299, t;
   luaL_checkstack(L, 12, "dingtalk: mapping a response");
-  if (r->status >= 200 && r->status <= 299) return map_success(L, top, r);
-  /* A platform error is a JSON object with a code; anything else is an
-  ** HTTP-level failure (a proxy page, a throttle page, a redirect). */
-  if (r->len && !blank(r->body, r->len) && decode(L, r->body, r->len)) {
+  if (two && r->result_field && (t = exact_result(r)) >= 0) {
+    lua_pushboolean(L, 1);               /* the usual answer: no text to clean */
+    lua_pushboolean(L, t);
+    return 2;
+  }
+  dt_redactor_init(&red, &r->secrets);
+  if (two) return map_success(L, top, r, &red);
+  /* A platform error is a 4xx/5xx JSON object with a code; anything else
+  ** is an HTTP-level failure (a proxy page, a throttle page, a redirect,
+  ** whatever its body looks like). */
+  if (r->status >= 400 && r->len && !blank(r->body, r->len) &&
+      decode(L, r->body, r->len)) {
     if (lua_istable(L, -1)) {
       size_t n;
       int t = lua_gettop(L);
       if (pick(L, t, "code", "Code", &n)) {
         lua_pop(L, 1);
-        return map_api(L, top, t, r);
+        return map_api(L, top, t, r, &red);
       }
     }
   }
   lua_settop(L, top);
-  return map_http(L, top, r);
+  return map_http(L, top, r, &red);
 }
