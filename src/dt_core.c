@@ -31,10 +31,6 @@
 #define DT_EXPORT
 #endif
 
-/* The request id client:last() gives: cleaned, redacted and cut like the
-** one in an error table. */
-#define DT_LAST_RID_MAX 127
-
 typedef struct client {
   dt_http http;
   int open;
@@ -42,8 +38,10 @@ typedef struct client {
   unsigned long seq;             /* transfers made (client:last) */
   long last_status;              /* 0: the last transfer got no response */
   int watched;                   /* last() was called: keep request ids */
+  /* The request id client:last() gives: cleaned, redacted and cut like the
+  ** one in an error table, while the call's secrets are at hand. */
   size_t last_rid_len;           /* 0: the last answer had no request id */
-  char last_rid[DT_LAST_RID_MAX + DT_CLEAN_SLACK];
+  char last_rid[DT_RID_MAX + 1];
 } client;
 
 /* Pushes `nil, error` for a call the core refuses before any traffic. */
@@ -152,7 +150,7 @@ static void keep_request_id(client *c, const dt_secrets *sec) {
                                               : c->http.hdr.trace_id;
   c->last_rid_len = 0;
   if (c->watched && c->last_status && rid[0])
-    c->last_rid_len = dt_clean(c->last_rid, rid, strlen(rid), DT_LAST_RID_MAX, sec);
+    c->last_rid_len = dt_clean_rid(c->last_rid, rid, strlen(rid), sec);
 }
 
 /* client:post(url, token, body [, result_field [, method [, once [, secret]]]])

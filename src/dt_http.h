@@ -17,13 +17,13 @@
 
 /* Response headers worth keeping: request ids for error reports and
 ** Retry-After for retry pacing. Request ids are kept whole up to
-** DT_RID_MAX bytes: the mapping redacts the secrets first and only then
+** DT_RID_KEEP bytes: the mapping redacts the secrets first and only then
 ** cuts them, so a cut here could leave a secret's prefix behind. */
-#define DT_RID_MAX 4096
+#define DT_RID_KEEP 4096
 
 typedef struct dt_http_headers {
-  char request_id[DT_RID_MAX + 1];   /* x-acs-request-id */
-  char trace_id[DT_RID_MAX + 1];     /* x-acs-trace-id */
+  char request_id[DT_RID_KEEP + 1];   /* x-acs-request-id */
+  char trace_id[DT_RID_KEEP + 1];     /* x-acs-trace-id */
   char retry_after[32];              /* Retry-After */
 } dt_http_headers;
 
