@@ -151,14 +151,11 @@ describe("secrets", function()
       end
     end
 
-    -- Pending until core.post gets the app secret (see above); checked with
-    -- a client.lua that passes it: set to `it` when that change is merged.
-    local needs_lua = pending
     for _, kind in ipairs{ "pad", "html", "rid" } do
-      needs_lua("app-echo-" .. kind .. "-N leaves no 8 bytes of the app secret", app_secret_case(kind))
+      it("app-echo-" .. kind .. "-N leaves no 8 bytes of the app secret", app_secret_case(kind))
     end
 
-    needs_lua("a proxy page showing the whole request body leaves no 8 bytes of the app secret", function()
+    it("a proxy page showing the whole request body leaves no 8 bytes of the app secret", function()
       local events = {}
       local err = fetch_error("app-echo-body", events)
       assert.are.same({ "http", "http.400" }, { err.kind, err.code })
@@ -200,10 +197,7 @@ describe("secrets", function()
       end
     ]]
 
-    -- Pending until client:last() gives the request id cleaned and redacted
-    -- like an error's (dt_clean_rid in dt_core.c): set to `it` then.
-    local needs_last = pending
-    needs_last("leaves no 8 bytes of the token in the on_request events", function()
+    it("leaves no 8 bytes of the token in the on_request events", function()
       local srv = io.popen(shell.LUA .. " -e " .. shell.q("local TOKEN = " .. ("%q"):format(ECHO_TOKEN)
         .. " " .. SERVER), "r")
       local port = tonumber((srv:read("*l") or ""):match("^port (%d+)"))
