@@ -89,7 +89,7 @@ static size_t content_length(dt_http *h, const char *line, size_t len) {
   size_t n = value_of(line, len, 14, &v), i;
   curl_off_t x = 0;
   for (i = 0; i < n; i++) {
-    if (v[i] < '0' || v[i] > '9' || x > (DT_OFF_MAX - 9) / 10) {
+    if (v[i] < '0' || v[i] > '9' || x > (DT_OFF_MAX - (v[i] - '0')) / 10) {
       h->bad_head = DT_HEAD_FRAMING;
       return 0;
     }
