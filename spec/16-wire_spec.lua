@@ -110,9 +110,7 @@ describe("the libcurl transport on the wire", function()
       assert.is_true(#rid <= 127 + 3, rid)
       for _, s in ipairs{ rid, err.request_id } do
         assert.are.equal(string.rep("x", 100), s:sub(1, 100))
-        for i = 1, #TOKEN - 7 do
-          assert.is_nil(s:find(TOKEN:sub(i, i + 7), 1, true), "token fragment in " .. s)
-        end
+        assert.is_nil(reachable.leak(s, TOKEN), "token fragment in " .. s)
         for _, v in ipairs(reachable.strings(err)) do
           assert.is_nil(v:find(TOKEN:sub(1, 8), 1, true))
         end

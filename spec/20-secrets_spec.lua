@@ -16,14 +16,7 @@ local ECHO_TOKEN = "tok-Zq9X-7f3a9c2e-spec-b41d0e55"
 -- The app secret holds "/", which a JSON body shows as "\/".
 local APP_SECRET = "AppSecret_0123/456789-ABCDEFGHIJ/klmnopqrstuvw-yz_QRS/TUVW"
 
--- The first string reachable from v that holds an 8-byte window of secret.
-local function leak(v, secret)
-  for _, s in ipairs(strings(v)) do
-    for i = 1, #secret - 7 do
-      if s:find(secret:sub(i, i + 7), 1, true) then return s end
-    end
-  end
-end
+local leak = require("spec.helpers.reachable").leak
 
 -- Paddings that put the secret across every cut the core makes: the inline
 -- excerpt (80 bytes, after the 28 bytes of the emulator's "<html><body>upstream

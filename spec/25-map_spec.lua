@@ -2,7 +2,6 @@
 -- This is the mapping every transport shares; no server involved.
 local core = require "dingtalk.core"
 local cjson = require "cjson"
-local strings = require("spec.helpers.reachable").strings
 
 local function map(status, body, headers, field, secret, secret2)
   return core.map(status, headers or {}, body, field, secret, secret2)
@@ -13,15 +12,7 @@ end
 local TOKEN = "tok-Zq9X-7f3a9c2e-spec-b41d0e55"
 local APP_SECRET = "AppSecret_0123456789-ABCDEFGHIJ-klmnopqrstuvw-yz_QRSTUVW"
 
--- The first 8-byte window of `secret` found in any string reachable from v
--- (keys, values, nested tables, tostring), or nil.
-local function leak(v, secret)
-  for _, s in ipairs(strings(v)) do
-    for i = 1, #secret - 7 do
-      if s:find(secret:sub(i, i + 7), 1, true) then return s end
-    end
-  end
-end
+local leak = require("spec.helpers.reachable").leak
 
 -- What the cleaner makes of pieces of printable ASCII and redaction markers
 -- (true), capped at max bytes plus "...": the marker is never cut.

@@ -515,7 +515,7 @@ describe("OpenResty (lua-nginx-module)", function()
     local function assert_clean(res, secret, what)
       assert.is_false(res.ok, what .. ": expected an error")
       assert.is_table(res.strings, what)
-      local w, s = scenarios.leak(res.strings, secret)
+      local s, w = require("spec.helpers.reachable").leak(res.strings, secret)
       assert.is_nil(w, what .. ": '" .. tostring(w) .. "' of the secret in: " .. tostring(s))
     end
 

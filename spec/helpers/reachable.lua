@@ -16,4 +16,17 @@ local function strings(v, out, seen)
   return out
 end
 
-return { strings = strings }
+-- The first string reachable from v that holds 8 or more bytes of secret
+-- (the fragment the core promises never to show), and that 8-byte piece;
+-- nil when there is none. v may be a list of strings too.
+local function leak(v, secret)
+  for _, s in ipairs(strings(v)) do
+    for i = 1, #secret - 7 do
+      local w = secret:sub(i, i + 7)
+      if s:find(w, 1, true) then return s, w end
+    end
+  end
+  return nil
+end
+
+return { strings = strings, leak = leak }

@@ -132,22 +132,6 @@ M.list = {
     err = { kind = "api", code = "param.illegal", status = 400, retryable = false } },
 }
 
--- The length of the secret fragments that must never reach an error: a
--- window of 8 bytes or more of a secret is redacted wherever it falls.
-M.WINDOW = 8
-
--- The first window of `secret` found in any of `strings`, and the string
--- it is in (nil when none).
-function M.leak(strings, secret)
-  for i = 1, #secret - M.WINDOW + 1 do
-    local w = secret:sub(i, i + M.WINDOW - 1)
-    for _, s in ipairs(strings) do
-      if s:find(w, 1, true) then return w, s end
-    end
-  end
-  return nil
-end
-
 -- The client options the scenarios assume (the timeout makes fault-slow-1500
 -- time out; the default max_body of 1 MiB makes fault-huge too large; each
 -- scenario is one answer, so one attempt: retries are spec/40's subject).
