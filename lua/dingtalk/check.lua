@@ -25,31 +25,42 @@ end
 local fail = _M.fail
 
 
--- A well-formed UTF-8 string? (5.1 and LuaJIT have no utf8 library.)
+-- Length of the well-formed UTF-8 sequence at byte i of s, or 0 (strict:
+-- no overlong forms, surrogates or code points past U+10FFFF). 5.1 and
+-- LuaJIT have no utf8 library.
+local function utf8_len(s, i)
+  local c = str_byte(s, i)
+  local size, lo, hi
+  lo, hi = 0x80, 0xBF
+  if c < 0x80 then return 1
+  elseif c >= 0xC2 and c <= 0xDF then size = 2
+  elseif c >= 0xE0 and c <= 0xEF then
+    size = 3
+    if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+  elseif c >= 0xF0 and c <= 0xF4 then
+    size = 4
+    if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+  else
+    return 0
+  end
+  for j = 1, size - 1 do
+    local b = str_byte(s, i + j)
+    if not b or b < lo or b > hi then return 0 end
+    lo, hi = 0x80, 0xBF
+  end
+  return size
+end
+_M.utf8_len = utf8_len
+
+
+-- A well-formed UTF-8 string?
 local function valid_utf8(s)
   if not str_find(s, "[\128-\255]") then return true end
   local i, n = 1, #s
   while i <= n do
-    local c = str_byte(s, i)
-    local need, lo, hi
-    lo, hi = 0x80, 0xBF
-    if c < 0x80 then need = 0
-    elseif c >= 0xC2 and c <= 0xDF then need = 1
-    elseif c >= 0xE0 and c <= 0xEF then
-      need = 2
-      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
-    elseif c >= 0xF0 and c <= 0xF4 then
-      need = 3
-      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
-    else
-      return false
-    end
-    for j = 1, need do
-      local b = str_byte(s, i + j)
-      if not b or b < lo or b > hi then return false end
-      lo, hi = 0x80, 0xBF
-    end
-    i = i + need + 1
+    local size = utf8_len(s, i)
+    if size == 0 then return false end
+    i = i + size
   end
   return true
 end

@@ -16,6 +16,7 @@
 -- {"help": "..."}; its strings are valid UTF-8 whatever the input was.
 local cjson = require "cjson"
 local core = require "dingtalk.core"
+local utf8_len = require("dingtalk.check").utf8_len
 
 local concat = table.concat
 local sort = table.sort
@@ -28,7 +29,6 @@ local setmetatable = setmetatable
 local tonumber = tonumber
 local tostring = tostring
 local type = type
-local str_byte = string.byte
 local str_find = string.find
 local str_format = string.format
 local str_gsub = string.gsub
@@ -120,27 +120,8 @@ local function utf8_fix(s)
   if not str_find(s, "[\128-\255]") then return s end
   local parts, i, n, from = {}, 1, #s, 1
   while i <= n do
-    local c = str_byte(s, i)
-    local size, lo, hi = 0, 0x80, 0xBF
-    if c < 0x80 then size = 1
-    elseif c >= 0xC2 and c <= 0xDF then size = 2
-    elseif c >= 0xE0 and c <= 0xEF then
-      size = 3
-      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
-    elseif c >= 0xF0 and c <= 0xF4 then
-      size = 4
-      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
-    end
-    local ok = size > 0 and i + size - 1 <= n
-    if ok and size > 1 then
-      local c2 = str_byte(s, i + 1)
-      ok = c2 >= lo and c2 <= hi
-      for k = i + 2, i + size - 1 do
-        local ck = str_byte(s, k)
-        ok = ok and ck >= 0x80 and ck <= 0xBF
-      end
-    end
-    if ok then
+    local size = utf8_len(s, i)
+    if size > 0 then
       i = i + size
     else
       parts[#parts + 1] = str_sub(s, from, i - 1)
