@@ -242,8 +242,9 @@ function _M.new(client, app_key, app_secret, policy)
         end
         local t, err = await(fetching, deadline)
         if t ~= false then return t, err, deadline end
-      elseif yields() then
-        local g = detach(deadline)
+      else
+        -- detached where the caller may be killed (nginx), else in the caller
+        local g = yields() and detach(deadline)
         if g then
           local t, err = await(g, deadline)
           if t ~= false then return t, err, deadline end
@@ -254,11 +255,6 @@ function _M.new(client, app_key, app_secret, policy)
           if token and policy.now() < expires_at then return token, nil, deadline end
           return nil, err, deadline
         end
-      else
-        local t, err = run(begin(deadline))
-        if t then return t, nil, deadline end
-        if token and policy.now() < expires_at then return token, nil, deadline end
-        return nil, err, deadline
       end
       now = policy.now()
       if token and now < refresh_at then return token, nil, deadline end
