@@ -493,6 +493,19 @@ faults["fault-numeric-code"] = function()
     return send(400, JSON_TYPE, '{"code":40014,"message":"invalid access_token","requestid":12345}')
 end
 
+-- The platform's limits (shared/api/rate-limits.md): the monthly quota,
+-- which no retry can help, and the per-IP block, which is not a platform
+-- error at all but a bare JSON verdict.
+faults["fault-quota"] = function()
+    return send_error(403, "Forbidden.AccessDenied.ApiCountLimitForOrg",
+        "企业调用该接口的次数已超过本月限额")
+end
+
+faults["fault-ip-block"] = function()
+    return send(403, JSON_TYPE, '{"status":1111,"wait":5,"source":"x5","punish":"deny","uuid":"'
+        .. request_id() .. '"}')
+end
+
 -- A kept-alive connection the server ends after a complete answer: once
 -- announced (Connection: close), once silently (as an idle timeout would).
 local OK_HEAD = status_line(200, "OK") .. "Content-Type: " .. JSON_TYPE .. "\r\n"
