@@ -140,6 +140,9 @@ describe("the process around the core", function()
     local setup = "mount -t tmpfs none /etc/ssl/certs"
     if store == "bundle" then
       setup = setup .. " && cp " .. q(emu.cafile) .. " /etc/ssl/certs/ca-certificates.crt"
+    elseif store == "dir" then   -- Debian's layout: the CAs under hashed names too
+      setup = setup .. " && cp " .. q(emu.cafile) .. " /etc/ssl/certs/emulator.pem"
+        .. " && openssl rehash /etc/ssl/certs"
     end
     local opts = "{ timeout = 3000" .. (cafile and (", cafile = " .. ("%q"):format(cafile)) or "") .. " }"
     local rc, out = sh("unshare -m sh -c " .. q(setup .. " && " .. lua_cmd(nil, CALL_FILE, "call", emu.tls_url, opts,
@@ -160,6 +163,11 @@ describe("the process around the core", function()
     rc, out = with_store("empty", emu.cafile)
     assert.are.equal(0, rc, out)
     assert.matches("call ok true", out)
-    assert.are.equal(2, #emulator.requests(emu))
+    -- a system store kept as a hashed CA directory (no bundle): the cafile
+    -- is set alone and the directory still counts
+    rc, out = with_store("dir", emu.other_cafile)
+    assert.are.equal(0, rc, out)
+    assert.matches("call ok true", out)
+    assert.are.equal(3, #emulator.requests(emu))
   end)
 end)

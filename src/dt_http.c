@@ -4,6 +4,8 @@
 /* getpid, dup2, open and socket are POSIX, not C99. */
 #define _POSIX_C_SOURCE 200809L
 
+#include <ctype.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,17 +245,40 @@ static int append_file(char **buf, size_t *len, size_t *cap, const char *path) {
   return n == 0;
 }
 
-/* `cafile` adds to the system CAs (README): libcurl's CURLOPT_CAINFO would
-** replace its default bundle (its default CA directory stays). So the
-** handle gets the cafile and the default bundle as one in-memory bundle,
-** the default directory untouched. Returns 0 when that cannot be done
-** (libcurl before 7.77, a TLS library without blobs, an unreadable file):
-** the caller falls back to CURLOPT_CAINFO. */
+/* Whether dir holds CA certificates under OpenSSL's hashed names
+** ("5ed36f99.0"): a CA directory libcurl can look issuers up in. */
+static int hashed_ca_dir(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int yes = 0;
+  if (d == NULL) return 0;
+  while (!yes && (e = readdir(d)) != NULL) {
+    const char *n = e->d_name;
+    size_t i;
+    for (i = 0; i < 8 && isxdigit((unsigned char)n[i]); i++) {}
+    yes = i == 8 && n[8] == '.' && isdigit((unsigned char)n[9]);
+  }
+  closedir(d);
+  return yes;
+}
+
+/* `cafile` adds to the system CAs (README): libcurl's CURLOPT_CAINFO
+** replaces its default bundle, and only its default CA directory stays.
+** Where that directory holds the system's CAs (Debian, Ubuntu), the cafile
+** alone is enough, and cheap: libcurl keeps the parsed file between
+** connections. Elsewhere (a system store that is a bundle only) the handle
+** gets the cafile and the default bundle as one in-memory bundle, which
+** libcurl parses again for every new connection (some 20 ms for a system
+** bundle). Returns 0 when the cafile alone is to be set: the directory is
+** enough, or the blob cannot be made (libcurl before 7.77, a TLS library
+** without blobs, an unreadable file). */
 static int add_cafile(CURL *c, const char *cafile) {
-  char *def = NULL, *buf = NULL;
+  char *def = NULL, *dir = NULL, *buf = NULL;
   size_t len = 0, cap = 0;
   struct curl_blob blob;
   int ok = 0;
+  if (dt_curl.easy_getinfo(c, CURLINFO_CAPATH, &dir) == CURLE_OK && dir && hashed_ca_dir(dir))
+    return 0;
   if (dt_curl.easy_getinfo(c, CURLINFO_CAINFO, &def) != CURLE_OK) def = NULL;
   if (append_file(&buf, &len, &cap, cafile) && len < cap) {
     buf[len++] = '\n';                /* a last line without its newline */
