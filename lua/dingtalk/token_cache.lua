@@ -25,7 +25,10 @@ local core = require "dingtalk.core"
 local token = require "dingtalk.token"
 
 local error = error
+local loadfile = loadfile
+local package = package
 local pcall = pcall
+local tonumber = tonumber
 local setmetatable = setmetatable
 local tostring = tostring
 local type = type
@@ -241,6 +244,55 @@ function _M.redis(client)
          .. " or a function returning one")
   end
   return self
+end
+
+
+-- redis://HOST[:PORT][/DB] (the CLI's --token-cache): a cache over
+-- redis-lua that connects for each operation (timeout: s per socket
+-- operation, default 1), so that a Redis down at start-up, or one that
+-- restarts, is only a cache failure. -> cache | nil, message (the message
+-- does not quote the URL: it may hold a password one day).
+_M.REDIS_TIMEOUT = 1
+
+local function redis_lua()
+  local ok, redis = pcall(require, "redis")
+  if ok and type(redis) == "table" then return redis end
+  -- Debian's lua-redis is pure Lua but installed for Lua 5.1-5.3 only: its
+  -- 5.3 file serves 5.4 as it is (loaded, package.path left alone)
+  local chunk = loadfile("/usr/share/lua/5.3/redis.lua")
+  if chunk then
+    ok, redis = pcall(chunk, "redis")
+    if ok and type(redis) == "table" then
+      package.loaded.redis = redis
+      return redis
+    end
+  end
+  return nil
+end
+
+function _M.redis_url(url, timeout)
+  if type(url) ~= "string" then return nil, "the token cache must be a redis:// URL" end
+  local rest = url:match("^[Rr][Ee][Dd][Ii][Ss]://(.*)$")
+  if not rest then return nil, "the token cache must be a URL like redis://127.0.0.1:6379/0" end
+  if rest:find("@", 1, true) then return nil, "a password in the token cache URL is not supported" end
+  local host, port, db = rest:match("^(%[[%x:]+%]):?(%d*)/?(%d*)$")
+  if host then
+    host = host:sub(2, -2)
+  else
+    host, port, db = rest:match("^([%w%.%-]+):?(%d*)/?(%d*)$")
+  end
+  port, db = tonumber(port ~= "" and port or "6379"), tonumber(db ~= "" and db or nil)
+  if not host or not port or port < 1 or port > 65535 then
+    return nil, "the token cache URL must be redis://HOST:PORT[/DB]"
+  end
+  local redis = redis_lua()
+  if not redis then return nil, "a redis token cache needs redis-lua (Debian: lua-redis)" end
+  timeout = timeout or _M.REDIS_TIMEOUT
+  return _M.redis(function()
+    local c = redis.connect{ host = host, port = port, timeout = timeout }
+    if db and db ~= 0 then c:select(db) end
+    return c
+  end)
 end
 
 
