@@ -125,4 +125,30 @@ describe("nginx with 4 workers and a shared dict", function()
     assert.is_nil(log:find(SECRET, 1, true))
     assert.is_nil(log:find("at-" .. app_key, 1, true))
   end)
+
+  it("a token the platform revokes: the workers refresh once (two fetches in all)", function()
+    if ngx_ then openresty.stop(ngx_) end
+    -- app-revoke-first: the first token issued is refused by every API
+    ngx_ = start(emu, { DINGTALK_ENDPOINT = emu.url, DINGTALK_APP_KEY = "app-revoke-first",
+                        DINGTALK_APP_SECRET = SECRET })
+    socket.sleep(0.3)   -- the 4 workers up
+    emulator.reset(emu)
+    emulator.configure(emu, { delay_ms = 200 })
+    local conns = {}
+    for i = 1, 40 do conns[i] = openresty.send(ngx_, "/bots/dingbot-ok/clear-plugins", nil, nil, "POST") end
+    for i = 1, 40 do
+      local status, body = openresty.receive(conns[i])
+      assert.are.equal(200, status, "request " .. i .. ": " .. cjson.encode(body))
+      assert.are.same({ cleared = true }, body)
+    end
+    emulator.configure(emu, { delay_ms = 0 })
+    assert.are.equal(2, #requests(TOKEN_PATH))
+    local with = {}
+    for _, r in ipairs(requests(CLEAR_PATH)) do
+      local t = r.headers["x-acs-dingtalk-access-token"]
+      with[t] = (with[t] or 0) + 1
+    end
+    assert.are.equal(40, with["at-app-revoke-first-2"])
+    for t in pairs(with) do assert.matches("app%-revoke%-first%-[12]$", t) end
+  end)
 end)

@@ -189,7 +189,11 @@ function _M.new(client, app_key, app_secret, policy, cache)
   if cache and client._on_request then
     local hook = client._on_request
     client._on_request = function(ev)
-      if cache_error then ev.cache_error, cache_error = cache_error, nil end
+      if cache_error then
+        -- once more with the token of now (a store may have quoted it)
+        cache_error.message = redact(cache_error.message, app_secret, token)
+        ev.cache_error, cache_error = cache_error, nil
+      end
       return hook(ev)
     end
   end
