@@ -93,7 +93,8 @@ describe("nginx with 4 workers and a shared dict", function()
   it("40 concurrent requests: one token fetch in all, one token used by every worker", function()
     local app_key = "nginx-fleet-" .. os.time()
     ngx_ = start(emu, { DINGTALK_ENDPOINT = emu.url, DINGTALK_APP_KEY = app_key, DINGTALK_APP_SECRET = SECRET })
-    local workers, deadline = 0, socket.gettime() + 5
+    local workers
+    local deadline = socket.gettime() + 5
     repeat
       workers = 0
       for _ in capture("pgrep -P " .. math.floor(ngx_.pid)):gmatch("%d+") do workers = workers + 1 end

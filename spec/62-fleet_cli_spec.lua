@@ -122,13 +122,16 @@ describe("dingtalk --token-cache", function()
     assert.are.equal(2, rc)
     assert.matches("redis://", cjson.decode(out).error.message)
     assert.is_nil((out .. err):find("user-secret-pw", 1, true))
-    rc, _, err = run({ "robot", "clear-plugins", "--robot-code", "x", "--token-cache",
-                      "redis://:pw-in-url@127.0.0.1:" .. rh.port }, creds(app()))
+    rc, out, err = run({ "robot", "clear-plugins", "--robot-code", "x", "--token-cache",
+                        "redis://:pw-in-url@127.0.0.1:" .. rh.port }, creds(app()))
     assert.are.equal(2, rc)
     assert.matches("password", err)
+    assert.are.equal("", out)
     assert.is_nil(err:find("pw-in-url", 1, true))
-    rc, _, err = run({ "robot", "clear-plugins", "--robot-code", "x", "--token-cache",
-                      "redis://127.0.0.1:" .. rh.port }, { DINGTALK_ENDPOINT = emu.url, DINGTALK_ACCESS_TOKEN = "t-123456789" })
+    rc, out, err = run({ "robot", "clear-plugins", "--robot-code", "x", "--token-cache",
+                        "redis://127.0.0.1:" .. rh.port },
+                       { DINGTALK_ENDPOINT = emu.url, DINGTALK_ACCESS_TOKEN = "t-123456789" })
+    assert.are.equal("", out)
     assert.are.equal(2, rc)
     assert.matches("needs app credentials", err)
   end)
