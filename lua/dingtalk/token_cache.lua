@@ -22,7 +22,6 @@
 -- the store's own client.
 local check = require "dingtalk.check"
 local core = require "dingtalk.core"
-local token = require "dingtalk.token"
 
 local error = error
 local loadfile = loadfile
@@ -43,7 +42,8 @@ local _M = {}
 -- `redis-cli ttl <key>`); endpoint as the client normalised it (no slash
 -- at the end). The lock is the same key with ":lock".
 function _M.key(endpoint, app_key, app_secret)
-  return token.cache_key(endpoint, app_key, app_secret)
+  -- dingtalk.token is loaded by clients with app credentials only
+  return require("dingtalk.token").cache_key(endpoint, app_key, app_secret)
 end
 
 
