@@ -132,6 +132,20 @@ describe("the token cache interface", function()
     end
   end)
 
+  it("core.sha256 (the key's hash) gives the FIPS 180-4 digests", function()
+    local sha256 = require("dingtalk.core").sha256
+    assert.are.equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", sha256(""))
+    assert.are.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", sha256("abc"))
+    assert.are.equal("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+                     sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"))
+    assert.are.equal("cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0",
+                     sha256(string.rep("a", 1000000)))
+    -- bytes, not text: NULs and high bytes count
+    assert.are_not.equal(sha256("a\0b"), sha256("a\0c"))
+    assert.are.equal(64, #sha256("\255\0\128"))
+    assert.has_error(function() sha256() end)
+  end)
+
   it("an entry that is garbled, expired, or due is not taken", function()
     local k = app()
     local log = {}
