@@ -145,6 +145,28 @@ describe("a fleet sharing its token through Redis", function()
     end
   end)
 
+  it("at the refresh time the entry is gone from Redis, and the fleet refreshes once", function()
+    -- expireIn 3: margin 0.6 s, 2 s in Redis
+    local app = "app-expire-3"
+    emulator.configure(emu, { delay_ms = 200 })
+    local out = redis.fleet(4, env(app, 1))
+    for i = 1, 4 do assert.are.equal(1, out[i].ok, "member " .. i) end
+    assert.are.equal(1, #requests(TOKEN_PATH, app))
+    local e, ttl = entry(app)
+    assert.is_true(ttl >= 1 and ttl <= 2, "ttl " .. ttl)
+    local first = e.token
+    local deadline = socket.gettime() + 5
+    while entry(app) and socket.gettime() < deadline do socket.sleep(0.1) end
+    assert.is_nil(entry(app))
+    out = redis.fleet(4, env(app, 1))
+    for i = 1, 4 do assert.are.equal(1, out[i].ok, "member " .. i) end
+    assert.are.equal(2, #requests(TOKEN_PATH, app))
+    local second = entry(app).token
+    assert.are_not.equal(first, second)
+    local used = tokens_used()
+    assert.are.same({ first, second }, used)
+  end)
+
   it("no key or value in Redis holds the secret; the key is the hash of endpoint, key and secret", function()
     local k = key()
     redis.fleet(3, env(k, 1))
