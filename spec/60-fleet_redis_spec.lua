@@ -345,6 +345,37 @@ describe("a fleet sharing its token through Redis", function()
     r:quit()
   end)
 
+  it("while another process refreshes, a token still valid here serves at once", function()
+    local app = "app-expire-1000"   -- here: refresh after 800 s, expiry after 1000 s
+    local clock = { t = 5000 }
+    local c = member(app, { now = function() return clock.t end,
+                            sleep = function(sec) clock.t = clock.t + sec end })
+    assert.is_true(c.robot.clear_plugins{ robotCode = "dingbot-ok" })
+    local first = entry(app).token
+    -- another process is refreshing: the entry is gone, the lock is taken
+    local _, _, name = entry(app)
+    local r = redis.client(rh)
+    r:del(name)
+    r:set(name .. ":lock", "another-process", "EX", 30)
+    r:quit()
+    clock.t = clock.t + 850          -- due here, still valid
+    emulator.reset(emu)
+    assert.is_true(c.robot.clear_plugins{ robotCode = "dingbot-ok" })
+    assert.are.equal(5850, clock.t)   -- no wait
+    assert.are.equal(0, #requests(TOKEN_PATH, app))
+    assert.are.same({ first }, tokens_used())
+    -- past expiry it waits for the other process's token (up to its limit)
+    r = redis.client(rh)
+    r:setex(name, 600, cjson.encode{ token = "from-the-other-process", expires_at = os.time() + 3600,
+                                     refresh_at = os.time() + 600 })
+    r:quit()
+    clock.t = clock.t + 200
+    assert.is_true(c.robot.clear_plugins{ robotCode = "dingbot-ok" })
+    assert.are.equal(0, #requests(TOKEN_PATH, app))
+    assert.are.same({ first, "from-the-other-process" }, tokens_used())
+    c:close()
+  end)
+
   it("token_cache is checked when the client is made", function()
     local function refused(opts, pattern)
       local ok, e = pcall(dingtalk.new, opts)
