@@ -31,7 +31,8 @@ build = {
   type = "builtin",
   modules = {
     ["dingtalk.core"] = {
-      sources = { "src/dt_core.c", "src/dt_curl.c", "src/dt_http.c", "src/dt_map.c", "src/dt_error.c" },
+      sources = { "src/dt_core.c", "src/dt_curl.c", "src/dt_http.c", "src/dt_map.c", "src/dt_error.c",
+                  "src/dt_sha256.c" },
       libraries = { "dl", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },
     },
@@ -42,6 +43,7 @@ build = {
     ["dingtalk.check"] = "lua/dingtalk/check.lua",
     ["dingtalk.retry"] = "lua/dingtalk/retry.lua",
     ["dingtalk.token"] = "lua/dingtalk/token.lua",
+    ["dingtalk.token_cache"] = "lua/dingtalk/token_cache.lua",
     ["dingtalk.cli"] = "lua/dingtalk/cli.lua",
     ["dingtalk.transport.ngx"] = "lua/dingtalk/transport/ngx.lua",
   },

@@ -13,6 +13,7 @@ local _M = { _VERSION = client._VERSION }
 
 _M.new = client.new
 _M.is_error = core.is_error
+_M.token_cache = require "dingtalk.token_cache"   -- shared token caches for fleets
 
 
 -- The module-level client is made on first use: require alone opens

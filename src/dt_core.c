@@ -19,6 +19,7 @@
 #include "dt_error.h"
 #include "dt_http.h"
 #include "dt_map.h"
+#include "dt_sha256.h"
 
 #define DT_VERSION "0.1.0"
 #define DT_CLIENT_MT "dingtalk.client"
@@ -460,6 +461,7 @@ static const luaL_Reg core_functions[] = {
   {"plain_args", core_plain_args},
   {"sleep", core_sleep},
   {"now", core_now},
+  {"sha256", dt_sha256_lua},
   {NULL, NULL}
 };
 

@@ -19,7 +19,7 @@ local tostring = tostring
 
 local _M = {}
 
-local endpoint, token
+local endpoint, token, app_key, app_secret
 local client     -- one per worker, made on first use
 
 -- init_by_lua: read the configuration; requiring "dingtalk" above already
@@ -28,9 +28,13 @@ local client     -- one per worker, made on first use
 function _M.init()
   endpoint = os_getenv("DINGTALK_ENDPOINT")
   if endpoint == "" then endpoint = nil end
-  -- A real deployment gets the token from its token cache (it expires
-  -- after two hours); an environment variable keeps the example short.
+  -- Either app credentials (the module fetches the token, refreshes it,
+  -- and shares it between the workers through lua_shared_dict
+  -- dingtalk_tokens), or a token managed elsewhere.
+  app_key, app_secret = os_getenv("DINGTALK_APP_KEY"), os_getenv("DINGTALK_APP_SECRET")
+  if app_key == "" or app_secret == "" then app_key, app_secret = nil, nil end
   token = os_getenv("DINGTALK_TOKEN")
+  if token == "" then token = nil end
 end
 
 local function get_client()
@@ -39,6 +43,9 @@ local function get_client()
       endpoint = endpoint,          -- nil: https://api.dingtalk.io
       timeout = 5000,               -- ms, the whole call
       connect_timeout = 2000,
+      app_key = app_key,            -- nil: calls pass their token
+      app_secret = app_secret,
+      token_cache = app_key and dingtalk.token_cache.shared_dict(ngx.shared.dingtalk_tokens) or nil,
     }
   end
   return client
@@ -68,12 +75,13 @@ function _M.handle(robot_code)
     ngx.header["Allow"] = "POST"
     return reply(405, { error = { code = "method_not_allowed", message = "use POST" } })
   end
-  if not token then
-    return reply(500, { error = { code = "config", message = "DINGTALK_TOKEN is not set" } })
+  if not token and not app_key then
+    return reply(500, { error = { code = "config",
+      message = "set DINGTALK_APP_KEY and DINGTALK_APP_SECRET, or DINGTALK_TOKEN" } })
   end
 
   local ok, res = pcall(get_client().robot.clear_plugins,
-                        { robotCode = ngx.unescape_uri(robot_code), token = token })
+                        { robotCode = ngx.unescape_uri(robot_code), token = not app_key and token or nil })
   if ok then
     return reply(200, { cleared = res })
   end

@@ -54,6 +54,8 @@ Access token, first found wins:
   --token TOKEN                      (visible to other users in ps: prefer the environment)
   DINGTALK_ACCESS_TOKEN
   DINGTALK_APP_KEY + DINGTALK_APP_SECRET   (the command fetches a token itself)
+  --token-cache redis://HOST:PORT[/DB]     (or DINGTALK_TOKEN_CACHE: with app credentials,
+                     share the fleet's token through Redis; a Redis failure is not fatal)
 
 Options for every command:
   --endpoint URL     API host (or DINGTALK_ENDPOINT; default https://api.dingtalk.io)
@@ -96,6 +98,7 @@ HELP.robot = HELP.main
 
 local VALUE_OPTS = { token = true, endpoint = true, ["robot-code"] = true, from = true,
                      file = true, timeout = true, retries = true, cafile = true }
+VALUE_OPTS["token-cache"] = true   -- a fleet's shared token cache
 local FLAG_OPTS = { json = true, verbose = true, help = true, ["insecure-http"] = true }
 
 
@@ -293,6 +296,15 @@ local function make_client(sys, opts)
       usage("no access token: use --token, DINGTALK_ACCESS_TOKEN, "
             .. "or DINGTALK_APP_KEY and DINGTALK_APP_SECRET")
     end
+  end
+  -- a fleet's token through Redis (only with app credentials)
+  local cache_url = opts["token-cache"] or env("DINGTALK_TOKEN_CACHE")
+  if cache_url and cache_url ~= "" and o.app_key then
+    local cache, why = require("dingtalk.token_cache").redis_url(cache_url)
+    if not cache then usage("--token-cache: " .. why) end
+    o.token_cache = cache
+  elseif opts["token-cache"] then
+    usage("--token-cache needs app credentials (DINGTALK_APP_KEY and DINGTALK_APP_SECRET)")
   end
   if opts.verbose then
     o.on_request = function(ev)

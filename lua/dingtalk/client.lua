@@ -137,6 +137,7 @@ for k in pairs(retry.OPTIONS) do OPTIONS[k] = true end
 OPTIONS.app_key = true
 OPTIONS.app_secret = true
 OPTIONS.on_request = true
+OPTIONS.token_cache = true   -- a cache shared by a fleet (dingtalk.token_cache)
 
 _M.MAX_APP_KEY = 256
 _M.MAX_APP_SECRET = 1024
@@ -170,6 +171,7 @@ function _M.options(opts)
   if opts.insecure_http ~= nil and type(opts.insecure_http) ~= "boolean" then
     fail("argument.option", "insecure_http", "insecure_http must be a boolean")
   end
+  local token_cache = opts.token_cache ~= nil and require("dingtalk.token_cache").check(opts.token_cache, app_key)
   local endpoint, scheme = parse_endpoint(opts.endpoint or _M.DEFAULT_ENDPOINT, opts.insecure_http)
   local o = {
     endpoint = endpoint,
@@ -179,6 +181,7 @@ function _M.options(opts)
     proxy = text(opts, "proxy"),
     user_agent = text(opts, "user_agent") or default_user_agent,
     retry = policy, app_key = app_key,
+    token_cache = token_cache or nil,
   }
   -- s: the retry loop bounds a call, token fetches included, with it
   policy.timeout = o.timeout / 1000
@@ -337,7 +340,8 @@ function _M.new(opts)
   self._on_request = opts and opts.on_request
   if o.app_key then   -- loaded only by clients that manage tokens
     app_secrets[self] = opts.app_secret
-    self._tokens = require("dingtalk.token").new(self, o.app_key, opts.app_secret, o.retry)
+    self._tokens = require("dingtalk.token").new(self, o.app_key, opts.app_secret, o.retry,
+                                                       o.token_cache)
   end
   self.robot = robot.bind(self)
   return self
