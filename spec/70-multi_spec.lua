@@ -449,6 +449,113 @@ describe("core.multi", function()
   end)
 end)
 
+-- fork() needs a binding: LuaJIT's FFI has one; the other interpreters
+-- skip this part (the client's fork safety has spec/17 and spec/c/fork.c).
+local ffi = jit and require "ffi"
+if ffi then
+  ffi.cdef [[
+    int fork(void);
+    int waitpid(int pid, int *status, int options);
+    void _exit(int status);
+  ]]
+end
+
+describe("core.multi after fork()", function()
+  local emu
+
+  setup(function() emu = emulator.start() end)
+  teardown(function() if emu then emulator.stop(emu) end end)
+  before_each(function() emulator.reset(emu) end)
+
+  -- rounds on every slot with `who`'s token; returns an error text or nil
+  local function rounds(m, base, who, n)
+    local code = who == "parent" and "dingbot-ok" or "dingbot-false"
+    for _ = 1, n do
+      for i = 1, 2 do m:start(i, base .. PATH, "tok-fork-" .. who, body(code), "result") end
+      local got = 0
+      while m:active() > 0 do
+        for _, e in ipairs(m:wait(2000)) do
+          if not e.ok then return who .. ": " .. tostring(e.error) end
+          if e.result ~= (who == "parent") then return who .. " got the other answer" end
+          got = got + 1
+        end
+      end
+      if got ~= 2 then return who .. ": " .. got .. " answers" end
+    end
+  end
+
+  local function fork_child(fn)
+    local out = os.tmpname()
+    local pid = ffi.C.fork()
+    assert.is_true(pid >= 0)
+    if pid == 0 then
+      local ok, err = pcall(fn)
+      local f = io.open(out, "w")
+      f:write(ok and (err or "ok") or tostring(err))
+      f:close()
+      ffi.C._exit(0)
+    end
+    return pid, out
+  end
+
+  local function child_said(pid, out)
+    local st = ffi.new("int[1]")
+    ffi.C.waitpid(pid, st, 0)
+    local f = io.open(out)
+    local said = f and f:read("*a")
+    if f then f:close() end
+    os.remove(out)
+    return said
+  end
+
+  for _, which in ipairs{ "url", "tls_url" } do
+    local run = ffi and it or pending
+    run("parent and child each get their own answers, the child on new connections (" .. which .. ")", function()
+      local base = emu[which]
+      local m = assert(core.multi({ cafile = emu.cafile, timeout = 5000 }, 2))
+      assert.is_nil(rounds(m, base, "parent", 2))
+      local before = {}
+      for _, r in ipairs(emulator.requests(emu)) do before[r.connection] = true end
+      local pid, out = fork_child(function() return rounds(m, base, "child", 5) end)
+      local perr = rounds(m, base, "parent", 5)
+      assert.are.equal("ok", child_said(pid, out))
+      assert.is_nil(perr)
+      -- transfers in flight at the fork: the parent's; the child is told
+      -- they ended (transport.closed) and the parent gets the answers
+      for i = 1, 2 do m:start(i, base .. PATH, "tok-fork-parent", body("fault-slow-300"), "result") end
+      m:wait(50)
+      pid, out = fork_child(function()
+        local codes = {}
+        while m:active() > 0 do
+          for _, e in ipairs(m:wait(2000)) do codes[#codes + 1] = e.error and e.error.code end
+        end
+        return table.concat(codes, ",")
+      end)
+      local got = {}
+      while m:active() > 0 do
+        for _, e in ipairs(m:wait(2000)) do got[#got + 1] = e.ok and e.result end
+      end
+      assert.are.equal("transport.closed,transport.closed", child_said(pid, out))
+      assert.are.same({ true, true }, got)
+      -- a child that only closes the batch leaves the parent's connections whole
+      pid, out = fork_child(function() m:close() end)
+      assert.are.equal("ok", child_said(pid, out))
+      assert.is_nil(rounds(m, base, "parent", 2))
+      m:close()
+      local reqs = emulator.requests(emu)
+      assert.are.equal(4 + 10 + 10 + 2 + 4, #reqs)
+      for _, r in ipairs(reqs) do
+        local who = r.headers["x-acs-dingtalk-access-token"]:match("^tok%-fork%-(%a+)$")
+        if who == "parent" then
+          assert.is_true(before[r.connection], "the parent kept its connections")
+        else
+          assert.is_nil(before[r.connection], "the child used connections of its own")
+        end
+      end
+    end)
+  end
+end)
+
 describe("core.sigint", function()
   local emu, url
 
