@@ -272,7 +272,7 @@ function M.define(ctx)
       end
     end
     -- the kinds not pinned above, as the core maps them
-    assert.are.same({ "decode", "protocol", "transport" },
+    assert.are.same({ "protocol", "protocol", "transport" },
                     { out.results[6].error.kind, out.results[7].error.kind, out.results[9].error.kind })
     -- retryable failures were tried again (retries = 1): twice each at the server
     local n = count_of(received())
