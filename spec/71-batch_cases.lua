@@ -447,6 +447,45 @@ function M.define(ctx)
     end
   end)
 
+  it("paces from now after a slow answer: no burst to catch up", function()
+    local t = tag()
+    local codes = { "fault-slow-800" }
+    for i = 1, 10 do codes[#codes + 1] = okcode(t, i) end
+    local out = run{ codes = codes, concurrency = 1, rate = 10 }
+    assert.is_nil(out.raised, cjson.encode(out.raised))
+    local got = received()
+    assert.are.equal(11, #got)
+    for k = 2, #got - 5 do
+      assert.is_true(got[k + 5].time - got[k].time >= 0.4,
+                     "burst at request " .. k .. ": " .. (got[k + 5].time - got[k].time) .. " s for 6")
+    end
+  end)
+
+  it("under the platform's per-second limit (the emulator's), without rate: nothing lost", function()
+    local cfg = emulator.configure(ctx.emu(), { rate_limit = 10 })
+    if cfg.rate_limit ~= 10 then
+      io.stderr:write("\n(this emulator has no rate_limit: case not run)\n")
+      return
+    end
+    local t = tag()
+    local codes = {}
+    for i = 1, 30 do codes[i] = okcode(t, i) end
+    local ok, out = pcall(run, { codes = codes, concurrency = 8, retries = 0 })
+    emulator.configure(ctx.emu(), { rate_limit = 0 })
+    assert(ok, out)
+    assert.is_nil(out.raised, cjson.encode(out.raised))
+    for i, code in ipairs(codes) do
+      assert.are.same({ code, true, true }, { out.results[i].robotCode, out.results[i].ok,
+                                             out.results[i].result }, cjson.encode(out.results[i]))
+    end
+    local got = received()
+    local n = count_of(got)
+    for _, code in ipairs(codes) do assert.is_true(n[code] >= 1) end
+    -- the refusals slowed the batch down (pauses said), and it ended
+    assert.is_true(#out.events >= 1)
+    assert.is_true(out.seconds < 30, out.seconds .. " s")
+  end)
+
   it("refuses bad arguments before anything is sent", function()
     local out = run{ case = "arguments" }
     local want = {
