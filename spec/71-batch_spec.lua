@@ -32,6 +32,17 @@ describe("clear_plugins_many (libcurl multi)", function()
     c:close()
   end)
 
+  it("is on the module-level dingtalk.robot too", function()
+    local dingtalk = require "dingtalk"
+    dingtalk.configure{ endpoint = emu.url }
+    local res = dingtalk.robot.clear_plugins_many({ "dingbot-false", "dingbot-stopped" },
+                                                  { token = "tok-batch-spec-0123456789abcdef" })
+    assert.are.same({ robotCode = "dingbot-false", ok = true, result = false }, res[1])
+    assert.are.same({ "dingbot-stopped", false, "invalidRequest.robotIsStop" },
+                    { res[2].robotCode, res[2].ok, res[2].error.code })
+    assert.are.equal(2, #emulator.requests(emu))
+  end)
+
   cases.define{
     label = "m", busted = { it = it, assert = assert }, emulator = emulator,
     emu = function() return emu end, run = cases.run,
