@@ -408,6 +408,24 @@ function M.define(ctx)
     assert.are.equal(9, fresh)
   end)
 
+  it("stops when no access token can be had: one fetch, the first code has its error, the rest not attempted",
+     function()
+    local t = tag()
+    local codes = { okcode(t, 1), okcode(t, 2), okcode(t, 3) }
+    local out = run{ codes = codes, concurrency = 2, app_key = "bad-key-" .. t,
+                     app_secret = "batch-spec-secret-" .. t }
+    assert.is_nil(out.raised, cjson.encode(out.raised))
+    assert.are.same({ false, "api", "invalidClientIdOrSecret" },
+                    { out.results[1].ok, out.results[1].error.kind, out.results[1].error.code })
+    for i = 2, 3 do
+      assert.are.equal("batch.not_attempted", out.results[i].error.code)
+      assert.is_truthy(out.results[i].error.message:find("access token", 1, true))
+    end
+    assert.are.same({ { kind = "stop", reason = "token" } }, out.events)
+    assert.are.equal(1, #received(TOKEN_PATH))
+    assert.are.equal(0, #received())
+  end)
+
   it("runs at most `concurrency` requests at once, over at most that many connections", function()
     local t = tag()
     local codes = {}
