@@ -612,6 +612,12 @@ local FLAKY = {
         return send_error(403, "Forbidden.AccessDenied.QpsLimitForApi", "调用该接口超过了QPS限流，请降低调用频率")
     end,
     ["drop"] = function() return send_raw_and_close("") end,
+    -- the per-IP block verdict with a block of 0.02 minutes (1.2 s), so a
+    -- spec can see the batch pause and go on
+    ["ipblock"] = function()
+        return send(403, JSON_TYPE, '{"status":1111,"wait":0.02,"source":"x5","punish":"deny","uuid":"'
+            .. request_id() .. '"}')
+    end,
     ["slow"] = function()
         ngx.sleep(1)
         return send(200, JSON_TYPE, '{"result":true}')

@@ -494,6 +494,18 @@ describe("emulator", function()
                 emulator.stats(h).connections })
         end)
 
+        it("answers flaky-ipblock-N-TAG with a short per-IP block verdict N times", function()
+            local code = "flaky-ipblock-1-" .. math.floor(socket.gettime() * 1000)
+            local status, _, body = post(code)
+            assert.equal(403, status)
+            local v = cjson.decode(body)
+            assert.same({ 1111, 0.02, "deny" }, { v.status, v.wait, v.punish })
+            assert.matches(REQUEST_ID, v.uuid)
+            status, _, body = post(code)
+            assert.equal(200, status)
+            assert.same({ result = true }, cjson.decode(body))
+        end)
+
         it("takes rate_limit at start and from the command line", function()
             local h2 = emulator.start{ rate_limit = 7, delay_ms = 3 }
             local ok, err = pcall(function()
