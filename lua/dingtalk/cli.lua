@@ -482,8 +482,9 @@ local function progress(sys, total, enabled)
     last = t
     local elapsed = t - t0
     local rate = elapsed > 0 and p.done / elapsed or 0
-    local eta = rate > 0 and clock((total - p.done) / rate) or "?"
-    err:write(str_format("\r%d/%d done, %.1f/s, %d failed, ETA %s\27[K", p.done, total, rate, p.failed, eta))
+    local n = total()
+    local eta = rate > 0 and clock((n - p.done) / rate) or "?"
+    err:write(str_format("\r%d/%d done, %.1f/s, %d failed, ETA %s\27[K", p.done, n, rate, p.failed, eta))
     p.shown = true
   end
   function p.clear()
@@ -568,7 +569,8 @@ local function clear_many(sys, opts, codes, client, token)
 
   local counts = { cleared = 0, empty = 0, failed = 0, not_attempted = 0 }
   local by_code, worst = {}, 0
-  local prog = progress(sys, #codes, not opts.json and #codes > 1 and stderr_is_tty(sys))
+  local total = #codes   -- less the skipped ones, once known
+  local prog = progress(sys, function() return total end, not opts.json and #codes > 1 and stderr_is_tty(sys))
 
   -- one finished (or refused, or not attempted) code: output, journal, counts
   local function report(r)
@@ -602,21 +604,23 @@ local function clear_many(sys, opts, codes, client, token)
       local text = type(e) == "table" and str_gsub(tostring(e), "^dingtalk: ", "") or tostring(e)
       err:write(one_line("dingtalk: " .. r.robotCode .. ": " .. text), "\n")
     end
-    prog.draw(o == "not_attempted")
+    prog.draw(o == "not_attempted" or prog.done == total)
   end
 
   -- what is sent: codes the library would refuse are reported one by one
   -- (an argument error each) instead of failing the whole batch
-  local todo = {}
+  local todo, refused = {}, {}
   for _, code in ipairs(codes) do
     if done[code] then
       skipped = skipped + 1
       if opts.json then out:write(encode{ robotCode = code, ok = true, outcome = "skipped" }, "\n") end
     else
       local ok, e = pcall(check_string, { robotCode = code }, "robotCode", max_code)
-      if ok then todo[#todo + 1] = code else report{ robotCode = code, ok = false, error = e } end
+      if ok then todo[#todo + 1] = code else refused[#refused + 1] = { robotCode = code, ok = false, error = e } end
     end
   end
+  total = #codes - skipped
+  for _, r in ipairs(refused) do report(r) end
 
   -- Ctrl-C: the batch finishes the calls in flight and starts no new one
   local sigint = core.sigint
