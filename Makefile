@@ -10,7 +10,7 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -std=c99 -Wall -Wextra -Werror -pedantic
 SHARED    = -fPIC -shared -fvisibility=hidden
-SRC       = src/dt_core.c src/dt_curl.c src/dt_http.c src/dt_map.c src/dt_error.c
+SRC       = src/dt_core.c src/dt_curl.c src/dt_http.c src/dt_multi.c src/dt_map.c src/dt_error.c
 HDR       = $(wildcard src/*.h)
 # The core takes libcurl's headers only and opens the library itself
 # (src/dt_curl.h); CURL_LIBS links the bench's plain-C floor.

@@ -31,7 +31,7 @@ build = {
   type = "builtin",
   modules = {
     ["dingtalk.core"] = {
-      sources = { "src/dt_core.c", "src/dt_curl.c", "src/dt_http.c", "src/dt_map.c", "src/dt_error.c" },
+      sources = { "src/dt_core.c", "src/dt_curl.c", "src/dt_http.c", "src/dt_multi.c", "src/dt_map.c", "src/dt_error.c" },
       libraries = { "dl", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },
     },

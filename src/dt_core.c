@@ -11,6 +11,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,9 +20,11 @@
 #include "dt_error.h"
 #include "dt_http.h"
 #include "dt_map.h"
+#include "dt_multi.h"
 
 #define DT_VERSION "0.1.0"
 #define DT_CLIENT_MT "dingtalk.client"
+#define DT_MULTI_MT "dingtalk.multi"
 
 #if defined(_WIN32)
 #define DT_EXPORT __declspec(dllexport)
@@ -76,22 +79,28 @@ static const char *opt_string(lua_State *L, int t, const char *k) {
   return lua_tostring(L, -1);
 }
 
+/* The options of core.new_client and core.multi; the strings stay on the
+** stack until the caller returns. */
+static void read_opts(lua_State *L, dt_http_opts *o) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  o->timeout_ms = opt_long(L, 1, "timeout", 10000);
+  o->connect_timeout_ms = opt_long(L, 1, "connect_timeout", 5000);
+  o->max_body = (size_t)opt_long(L, 1, "max_body", 1024 * 1024);
+  o->cafile = opt_string(L, 1, "cafile");
+  o->proxy = opt_string(L, 1, "proxy");
+  o->user_agent = opt_string(L, 1, "user_agent");
+  lua_getfield(L, 1, "direct");
+  o->direct = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+}
+
 /* core.new_client(opts) -> client | nil, error
 ** opts were checked by the Lua layer; the checks here only keep the C safe. */
 static int core_new_client(lua_State *L) {
   dt_http_opts o;
   const char *fail;
   client *c;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  o.timeout_ms = opt_long(L, 1, "timeout", 10000);
-  o.connect_timeout_ms = opt_long(L, 1, "connect_timeout", 5000);
-  o.max_body = (size_t)opt_long(L, 1, "max_body", 1024 * 1024);
-  o.cafile = opt_string(L, 1, "cafile");
-  o.proxy = opt_string(L, 1, "proxy");
-  o.user_agent = opt_string(L, 1, "user_agent");
-  lua_getfield(L, 1, "direct");
-  o.direct = lua_toboolean(L, -1);
-  lua_pop(L, 1);
+  read_opts(L, &o);
 
   c = (client *)lua_newuserdata(L, sizeof *c);
   memset(c, 0, sizeof *c);           /* a valid, closed client for __gc */
@@ -110,6 +119,23 @@ static int core_new_client(lua_State *L) {
 
 static client *check_client(lua_State *L) {
   return (client *)luaL_checkudata(L, 1, DT_CLIENT_MT);
+}
+
+/* The token checks of every call that sends one: `nil, error` pushed
+** (returns 2) or 0 when the token is fine. */
+static int check_token(lua_State *L, const char *token, size_t tlen) {
+  size_t i;
+  if (token != NULL && (tlen == 0 || tlen > DT_TOKEN_MAX))
+    return argument_error(L, "argument.token", "token",
+                          "token must be 1 to 1024 bytes");
+  /* Last line of defence: a CR/LF here would inject headers. */
+  for (i = 0; i < tlen; i++) {
+    unsigned char ch = (unsigned char)token[i];
+    if (ch < 0x20 || ch == 0x7F)
+      return argument_error(L, "argument.control_char", "token",
+                            "token contains a control character");
+  }
+  return 0;
 }
 
 /* What push_outcome turns into results. */
@@ -162,7 +188,7 @@ static void keep_request_id(client *c, const dt_secrets *sec) {
 ** allocated between the transfer and the protected call. */
 static int client_post(lua_State *L) {
   client *c = check_client(L);
-  size_t tlen = 0, blen, i;
+  size_t tlen = 0, blen;
   const char *url = luaL_checkstring(L, 2);
   const char *token = lua_isnil(L, 3) ? NULL : luaL_checklstring(L, 3, &tlen);
   const char *body = luaL_checklstring(L, 4, &blen);
@@ -183,16 +209,7 @@ static int client_post(lua_State *L) {
   if (c->busy)                       /* post() from a finalizer run inside post() */
     return argument_error(L, "argument.busy", "client",
                           "the client is in the middle of another call");
-  if (token != NULL && (tlen == 0 || tlen > DT_TOKEN_MAX))
-    return argument_error(L, "argument.token", "token",
-                          "token must be 1 to 1024 bytes");
-  /* Last line of defence: a CR/LF here would inject headers. */
-  for (i = 0; i < tlen; i++) {
-    unsigned char ch = (unsigned char)token[i];
-    if (ch < 0x20 || ch == 0x7F)
-      return argument_error(L, "argument.control_char", "token",
-                            "token contains a control character");
-  }
+  if ((rc = check_token(L, token, tlen)) != 0) return rc;
   lua_settop(L, 8);                  /* the two slots pushed below are free */
   sec.s[0] = token;
   sec.len[0] = tlen;
@@ -273,6 +290,297 @@ static int client_tostring(lua_State *L) {
   client *c = check_client(L);
   lua_pushfstring(L, "dingtalk.client (%s): %p", c->open ? "open" : "closed",
                   (void *)c);
+  return 1;
+}
+
+/* ---- core.multi: n transfers at once (dt_multi) ---- */
+
+/* Each multi's user value is a table with, for slot i (0-based), the token,
+** the secret and the result field of its transfer at 3i+1, 3i+2, 3i+3:
+** the strings stay alive (held by Lua, not copied into C) until the result
+** is mapped and redacted with them. Made with room for all 3n entries, so
+** setting one never allocates. */
+#if LUA_VERSION_NUM >= 504
+#define dt_newuserdata(L, sz) lua_newuserdatauv((L), (sz), 1)
+#define dt_setuservalue(L, i) lua_setiuservalue((L), (i), 1)
+#define dt_getuservalue(L, i) lua_getiuservalue((L), (i), 1)
+#elif LUA_VERSION_NUM >= 502
+#define dt_newuserdata(L, sz) lua_newuserdata((L), (sz))
+#define dt_setuservalue(L, i) lua_setuservalue((L), (i))
+#define dt_getuservalue(L, i) lua_getuservalue((L), (i))
+#else
+#define dt_newuserdata(L, sz) lua_newuserdata((L), (sz))
+#define dt_setuservalue(L, i) lua_setfenv((L), (i))
+#define dt_getuservalue(L, i) lua_getfenv((L), (i))
+#endif
+
+typedef struct multi {
+  dt_multi *m;                   /* NULL: closed (or never opened) */
+  int open;
+  int busy;                      /* inside wait(): see multi_close */
+} multi;
+
+/* SIGINT: the handler only sets this flag; m:wait looks at it. */
+static volatile sig_atomic_t interrupted;
+static struct sigaction old_sigint;
+static int sigint_on;
+
+static void on_sigint(int sig) {
+  (void)sig;
+  interrupted = 1;
+}
+
+static multi *check_multi(lua_State *L) {
+  return (multi *)luaL_checkudata(L, 1, DT_MULTI_MT);
+}
+
+/* core.multi(opts, n) -> m | nil, error: n slots (1..256), opts as for
+** core.new_client. */
+static int core_multi(lua_State *L) {
+  dt_http_opts o;
+  const char *fail;
+  multi *mu;
+  lua_Integer n;
+  read_opts(L, &o);
+  n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 1 && n <= DT_MULTI_MAX, 2, "slots must be 1..256");
+  mu = (multi *)dt_newuserdata(L, sizeof *mu);
+  memset(mu, 0, sizeof *mu);         /* a valid, closed multi for __gc */
+  luaL_getmetatable(L, DT_MULTI_MT);
+  lua_setmetatable(L, -2);
+  lua_createtable(L, 3 * (int)n, 0);
+  dt_setuservalue(L, -2);
+  fail = dt_multi_open(&mu->m, &o, (int)n);
+  if (fail) {
+    dt_multi_close(mu->m);
+    mu->m = NULL;
+    lua_pushnil(L);
+    dt_error_push(L, "transport", "transport.init", fail, 0, 0);
+    return 2;
+  }
+  mu->open = 1;
+  return 1;
+}
+
+/* m:start(slot, url, token, body [, result_field [, secret]]) -> true | nil, error
+** Starts a POST on a free slot (1..n); token nil: no access-token header.
+** Argument errors as client:post, before any traffic. */
+static int multi_start(lua_State *L) {
+  multi *mu = check_multi(L);
+  lua_Number slot = luaL_checknumber(L, 2);
+  const char *url = luaL_checkstring(L, 3);
+  size_t tlen = 0, blen;
+  const char *token = lua_isnil(L, 4) ? NULL : luaL_checklstring(L, 4, &tlen);
+  const char *body = luaL_checklstring(L, 5, &blen);
+  int s, rc;
+  (void)luaL_optstring(L, 6, NULL);
+  (void)luaL_optstring(L, 7, NULL);  /* a number becomes its string, in place */
+  if (!mu->open)
+    return argument_error(L, "argument.closed", "multi", "the batch is closed");
+  if (mu->busy)                      /* start() from a finalizer run inside wait() */
+    return argument_error(L, "argument.busy", "multi",
+                          "the batch is in the middle of wait()");
+  if (!(slot >= 1 && slot <= mu->m->n) || slot != (lua_Number)(int)slot)
+    return argument_error(L, "argument.slot", "slot", "slot must be an integer in 1..n");
+  s = (int)slot - 1;
+  if (mu->m->slots[s].state != DT_SLOT_FREE)
+    return argument_error(L, "argument.busy", "slot",
+                          "the slot has a transfer whose result wait() has not given");
+  if ((rc = check_token(L, token, tlen)) != 0) return rc;
+  lua_settop(L, 7);
+  dt_getuservalue(L, 1);             /* 8 */
+  lua_pushvalue(L, 4);
+  lua_rawseti(L, 8, 3 * s + 1);
+  lua_pushvalue(L, 7);
+  lua_rawseti(L, 8, 3 * s + 2);
+  lua_pushvalue(L, 6);
+  lua_rawseti(L, 8, 3 * s + 3);
+  dt_multi_start(mu->m, s, url, token, tlen, body, blen);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* The text at index i when it is a string, else NULL (length 0). */
+static const char *string_at(lua_State *L, int i, size_t *len) {
+  *len = 0;
+  return lua_type(L, i) == LUA_TSTRING ? lua_tolstring(L, i, len) : NULL;
+}
+
+/* Pushes the array of finished slots: { slot = i, ok = true, result = r }
+** or { slot = i, ok = false, error = e }, mapped as client:post maps. Run
+** under lua_pcall by multi_wait (see client_post for why); reads only. */
+static int push_finished(lua_State *L) {
+  dt_multi *m = (dt_multi *)lua_touserdata(L, 1);
+  int i, k = 0;
+  luaL_checkstack(L, 12, "dingtalk: the results of a batch");
+  lua_settop(L, 2);                  /* 2: the anchors */
+  lua_createtable(L, m->done, 0);    /* 3 */
+  for (i = 0; i < m->n; i++) {
+    dt_multi_slot *sl = &m->slots[i];
+    dt_secrets sec;
+    dt_response r;
+    size_t flen;
+    if (sl->state != DT_SLOT_DONE) continue;
+    lua_createtable(L, 0, 3);        /* 4 */
+    lua_pushinteger(L, i + 1);
+    lua_setfield(L, 4, "slot");
+    lua_rawgeti(L, 2, 3 * i + 1);    /* 5: token */
+    lua_rawgeti(L, 2, 3 * i + 2);    /* 6: secret */
+    lua_rawgeti(L, 2, 3 * i + 3);    /* 7: result field */
+    sec.s[0] = string_at(L, 5, &sec.len[0]);
+    sec.s[1] = string_at(L, 6, &sec.len[1]);
+    if (sl->res.code) {
+      lua_pushnil(L);
+      dt_error_push(L, "transport", sl->res.code, NULL, 0, sl->res.retryable);
+      dt_error_setclean(L, "message", sl->res.message, strlen(sl->res.message), 512, &sec);
+    } else {
+      dt_http *h = &sl->http;
+      r.status = sl->res.status;
+      r.body = h->body ? h->body : "";
+      r.len = h->len;
+      r.request_id = h->hdr.request_id;
+      r.trace_id = h->hdr.trace_id;
+      r.retry_after = h->hdr.retry_after;
+      r.result_field = string_at(L, 7, &flen);
+      r.secrets = sec;
+      dt_map_push(L, &r);            /* 8, 9 */
+    }
+    lua_pushboolean(L, lua_toboolean(L, 8));
+    lua_setfield(L, 4, "ok");
+    lua_pushvalue(L, 9);
+    lua_setfield(L, 4, lua_toboolean(L, 8) ? "result" : "error");
+    lua_settop(L, 4);
+    lua_rawseti(L, 3, ++k);
+  }
+  return 1;
+}
+
+/* m:wait(timeout_ms) -> array of finished transfers (possibly empty)
+** Runs the transfers until one finishes, timeout_ms pass or SIGINT comes
+** (core.sigint). Upvalue 1: push_finished. */
+static int multi_wait(lua_State *L) {
+  multi *mu = check_multi(L);
+  lua_Number t = luaL_checknumber(L, 2);
+  long ms = t > 0 ? (t < 2147483647.0 ? (long)t : 2147483647L) : 0;
+  int rc, i;
+  if (!mu->open)
+    return argument_error(L, "argument.closed", "multi", "the batch is closed");
+  if (mu->busy)
+    return argument_error(L, "argument.busy", "multi",
+                          "the batch is in the middle of wait()");
+  dt_multi_wait(mu->m, ms, &interrupted);
+  lua_settop(L, 1);
+  dt_getuservalue(L, 1);             /* 2 */
+  /* Results are taken from the slots only once all of them are pushed: a
+  ** memory error (or a finalizer's) leaves them for the next wait(). */
+  mu->busy = 1;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushlightuserdata(L, mu->m);
+  lua_pushvalue(L, 2);
+  rc = lua_pcall(L, 2, 1, 0);
+  mu->busy = 0;
+  if (rc == 0) {
+    for (i = 0; i < mu->m->n; i++) {
+      if (mu->m->slots[i].state != DT_SLOT_DONE) continue;
+      dt_multi_release(mu->m, i);
+      /* slots of the array part: setting them never allocates */
+      lua_pushnil(L);
+      lua_rawseti(L, 2, 3 * i + 1);
+      lua_pushnil(L);
+      lua_rawseti(L, 2, 3 * i + 2);
+      lua_pushnil(L);
+      lua_rawseti(L, 2, 3 * i + 3);
+    }
+  }
+  if (!mu->open) {                   /* a close() that came meanwhile */
+    dt_multi_close(mu->m);
+    mu->m = NULL;
+  }
+  if (rc != 0) return lua_error(L);
+  return 1;
+}
+
+/* m:active() -> transfers started whose results wait() has not given */
+static int multi_active(lua_State *L) {
+  multi *mu = check_multi(L);
+  lua_pushinteger(L, mu->m ? mu->m->running + mu->m->done : 0);
+  return 1;
+}
+
+/* Ends the transfers in flight and frees everything; deferred to the end
+** of wait() when a finalizer calls it while wait() pushes results. */
+static int multi_close(lua_State *L) {
+  multi *mu = check_multi(L);
+  mu->open = 0;
+  if (!mu->busy) {
+    dt_multi_close(mu->m);
+    mu->m = NULL;
+  }
+  return 0;
+}
+
+static int multi_tostring(lua_State *L) {
+  multi *mu = check_multi(L);
+  lua_pushfstring(L, "dingtalk.multi (%s): %p", mu->open ? "open" : "closed",
+                  (void *)mu);
+  return 1;
+}
+
+/* A Lua state closing with the handler still installed restores the old
+** one first: its C library (this handler) is unloaded right after. */
+static const char sigint_guard_key = 'g';
+
+static void restore_sigint(void) {
+  if (sigint_on) sigaction(SIGINT, &old_sigint, NULL);
+  sigint_on = 0;
+}
+
+static int sigint_guard_gc(lua_State *L) {
+  (void)L;
+  restore_sigint();
+  return 0;
+}
+
+/* core.sigint(on) -> true | nil, message
+** true: a SIGINT handler that only sets a flag (core.interrupted, m:wait);
+** false: the handler that was there before. Process-wide. */
+static int core_sigint(lua_State *L) {
+  int on = lua_toboolean(L, 1);
+  if (on && !sigint_on) {
+    struct sigaction sa;
+    lua_pushlightuserdata(L, (void *)&sigint_guard_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_isnil(L, -1)) {
+      lua_pushlightuserdata(L, (void *)&sigint_guard_key);
+      lua_newuserdata(L, 1);
+      lua_createtable(L, 0, 1);
+      lua_pushcfunction(L, sigint_guard_gc);
+      lua_setfield(L, -2, "__gc");
+      lua_setmetatable(L, -2);
+      lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;                 /* no SA_RESTART: a poll returns at once */
+    if (sigaction(SIGINT, &sa, &old_sigint) != 0) {
+      lua_pushnil(L);
+      lua_pushstring(L, strerror(errno));
+      return 2;
+    }
+    sigint_on = 1;
+  } else if (!on) {
+    restore_sigint();
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.interrupted() -> whether SIGINT came since the last call (clears it) */
+static int core_interrupted(lua_State *L) {
+  int was = interrupted != 0;
+  interrupted = 0;
+  lua_pushboolean(L, was);
   return 1;
 }
 
@@ -460,6 +768,16 @@ static const luaL_Reg core_functions[] = {
   {"plain_args", core_plain_args},
   {"sleep", core_sleep},
   {"now", core_now},
+  {"sigint", core_sigint},
+  {"interrupted", core_interrupted},
+  {NULL, NULL}
+};
+
+/* "wait" is set apart in luaopen: it takes an upvalue. */
+static const luaL_Reg multi_methods[] = {
+  {"start", multi_start},
+  {"active", multi_active},
+  {"close", multi_close},
   {NULL, NULL}
 };
 
@@ -500,7 +818,23 @@ DT_EXPORT int luaopen_dingtalk_core(lua_State *L) {
     lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
+  if (luaL_newmetatable(L, DT_MULTI_MT)) {
+    dt_newlib(L, multi_methods);
+    lua_pushcfunction(L, push_finished);
+    lua_pushcclosure(L, multi_wait, 1);
+    lua_setfield(L, -2, "wait");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, multi_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, multi_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, DT_MULTI_MT);
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_pop(L, 1);
   dt_newlib(L, core_functions);
+  lua_pushcfunction(L, core_multi);
+  lua_setfield(L, -2, "multi");
   lua_insert(L, -2);
   lua_setfield(L, -2, "post");          /* = client:post, without the method lookup */
   lua_pushliteral(L, DT_VERSION);

@@ -60,6 +60,19 @@ static const char *load(void) {
   LOAD(easy_cleanup, "curl_easy_cleanup");
   LOAD(slist_append, "curl_slist_append");
   LOAD(slist_free_all, "curl_slist_free_all");
+  LOAD(multi_init, "curl_multi_init");
+  LOAD(multi_setopt, "curl_multi_setopt");
+  LOAD(multi_add_handle, "curl_multi_add_handle");
+  LOAD(multi_remove_handle, "curl_multi_remove_handle");
+  LOAD(multi_perform, "curl_multi_perform");
+  LOAD(multi_wait, "curl_multi_wait");
+  LOAD(multi_info_read, "curl_multi_info_read");
+  LOAD(multi_cleanup, "curl_multi_cleanup");
+  {  /* optional: libcurl 7.66 */
+    void *sym = dlsym(lib, "curl_multi_poll");
+    if (sym) memcpy(&api.multi_poll, &sym, sizeof sym);
+    else api.multi_poll = NULL;
+  }
   /* Once per process, here: it is not thread-safe before libcurl 7.84, and
   ** pthread_once makes this the only thread running it. */
   if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

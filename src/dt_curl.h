@@ -43,6 +43,19 @@ typedef struct dt_curl_api {
   void (*easy_cleanup)(CURL *curl);
   struct curl_slist *(*slist_append)(struct curl_slist *list, const char *s);
   void (*slist_free_all)(struct curl_slist *list);
+  /* The multi interface (dt_multi.c). multi_poll (7.66) may be NULL: then
+  ** dt_multi waits with multi_wait, which returns at once with no socket. */
+  CURLM *(*multi_init)(void);
+  CURLMcode (*multi_setopt)(CURLM *multi, CURLMoption option, ...);
+  CURLMcode (*multi_add_handle)(CURLM *multi, CURL *curl);
+  CURLMcode (*multi_remove_handle)(CURLM *multi, CURL *curl);
+  CURLMcode (*multi_perform)(CURLM *multi, int *running);
+  CURLMcode (*multi_poll)(CURLM *multi, struct curl_waitfd extra[],
+                          unsigned int extra_nfds, int timeout_ms, int *numfds);
+  CURLMcode (*multi_wait)(CURLM *multi, struct curl_waitfd extra[],
+                          unsigned int extra_nfds, int timeout_ms, int *numfds);
+  CURLMsg *(*multi_info_read)(CURLM *multi, int *msgs_in_queue);
+  CURLMcode (*multi_cleanup)(CURLM *multi);
 } dt_curl_api;
 
 /* Filled by dt_curl_open; read-only after it returned NULL. */

@@ -174,8 +174,8 @@ static curl_socket_t on_open_socket(void *ud, curlsocktype purpose,
   int i;
   curl_socket_t s;
   (void)purpose;
-  for (i = 0; i < DT_SOCKETS_MAX && h->sockets[i] >= 0; i++) {}
-  if (i == DT_SOCKETS_MAX) return CURL_SOCKET_BAD;   /* never seen: libcurl keeps few */
+  for (i = 0; i < h->nsockets && h->sockets[i] >= 0; i++) {}
+  if (i == h->nsockets) return CURL_SOCKET_BAD;   /* never seen: libcurl keeps few */
   s = socket(a->family, a->socktype, a->protocol);
   if (s != CURL_SOCKET_BAD) h->sockets[i] = s;
   return s;
@@ -184,7 +184,7 @@ static curl_socket_t on_open_socket(void *ud, curlsocktype purpose,
 static int on_close_socket(void *ud, curl_socket_t s) {
   dt_http *h = (dt_http *)ud;
   int i;
-  for (i = 0; i < DT_SOCKETS_MAX; i++)
+  for (i = 0; i < h->nsockets; i++)
     if (h->sockets[i] == s) h->sockets[i] = -1;
   return close(s);
 }
@@ -195,10 +195,10 @@ static int on_close_socket(void *ud, curl_socket_t s) {
 ** so that whatever libcurl does on cleanup (TLS close alert, reads) goes
 ** nowhere and the parent's connections stay whole. Returns 0 when one of
 ** them could not be replaced: the handle must then never be cleaned up. */
-static int disown_sockets(dt_http *h) {
+int dt_http_disown(dt_http *h) {
   int i, all = 1, null = open("/dev/null", O_RDWR);
   if (null < 0) null = socket(AF_UNIX, SOCK_STREAM, 0);
-  for (i = 0; i < DT_SOCKETS_MAX; i++) {
+  for (i = 0; i < h->nsockets; i++) {
     if (h->sockets[i] < 0) continue;
     if (null < 0 || dup2(null, h->sockets[i]) < 0) all = 0;
   }
@@ -214,8 +214,8 @@ static const char *forked(dt_http *h) {
   CURL *dup = dt_curl.easy_duphandle(h->curl);
   int i;
   if (dup == NULL) return "out of memory (a new connection after fork)";
-  if (disown_sockets(h)) dt_curl.easy_cleanup(h->curl);
-  for (i = 0; i < DT_SOCKETS_MAX; i++) h->sockets[i] = -1;
+  if (dt_http_disown(h)) dt_curl.easy_cleanup(h->curl);
+  for (i = 0; i < h->nsockets; i++) h->sockets[i] = -1;
   h->curl = dup;
   h->pid = (long)getpid();
   return NULL;
@@ -278,6 +278,8 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   memset(h, 0, sizeof *h);
   h->max = o->max_body;
   h->pid = (long)getpid();
+  h->sockets = h->own_sockets;
+  h->nsockets = DT_SOCKETS_MAX;
   for (i = 0; i < DT_SOCKETS_MAX; i++) h->sockets[i] = -1;
   h->curl = c = dt_curl.easy_init();
   if (c == NULL) return "curl_easy_init failed";
@@ -338,7 +340,7 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
 
 void dt_http_close(dt_http *h) {
   /* in a child of fork() that never called: see forked */
-  if (h->curl && (h->pid == (long)getpid() || disown_sockets(h)))
+  if (h->curl && (h->pid == (long)getpid() || dt_http_disown(h)))
     dt_curl.easy_cleanup(h->curl);
   if (h->headers) dt_curl.slist_free_all(h->headers);
   free(h->body);
@@ -461,11 +463,9 @@ static void set_url(dt_http *h, const char *url) {
   if (h->url) memcpy(h->url, url, n);
 }
 
-void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
-                  const char *body, size_t len, int once, dt_http_result *out) {
+int dt_http_prepare(dt_http *h, const char *url, const char *token, size_t tlen,
+                    const char *body, size_t len, int once, dt_http_result *out) {
   static const size_t prefix = sizeof DT_TOKEN_HEADER - 1;
-  CURLcode rc;
-  long status = 0;
   int with_token = token != NULL;
 
   h->len = 0;
@@ -475,6 +475,7 @@ void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
   h->bad_head = DT_HEAD_OK;
   h->once = once;
   h->attempts = 0;
+  h->tlen = 0;
   h->errbuf[0] = '\0';
   if (h->body) h->body[0] = '\0';
   h->hdr.request_id[0] = h->hdr.trace_id[0] = h->hdr.retry_after[0] = '\0';
@@ -487,13 +488,14 @@ void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
     if (fail) {
       out->code = "transport.memory";
       out->message = fail;
-      return;
+      return 1;
     }
   }
   if (with_token) {
     memcpy(h->token_line, DT_TOKEN_HEADER, prefix);
     memcpy(h->token_line + prefix, token, tlen);
     h->token_line[prefix + tlen] = '\0';
+    h->tlen = tlen;
   }
   if (with_token != h->with_token) {
     dt_curl.easy_setopt(h->curl, CURLOPT_HTTPHEADER, with_token ? &h->token_node : h->headers);
@@ -507,10 +509,16 @@ void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
   /* Without on_prereq, only a fresh connection is sure not to be re-sent
   ** on: libcurl re-sends only over a reused one. */
   if (once && !h->prereq) dt_curl.easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 1L);
-  rc = dt_curl.easy_perform(h->curl);
-  if (once && !h->prereq) dt_curl.easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 0L);
+  return 0;
+}
+
+void dt_http_done(dt_http *h, CURLcode rc, dt_http_result *out) {
+  static const size_t prefix = sizeof DT_TOKEN_HEADER - 1;
+  long status = 0;
+  if (h->once && !h->prereq) dt_curl.easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 0L);
   /* the token lives no longer than the transfer */
-  if (with_token) memset(h->token_line + prefix, 0, tlen);
+  if (h->tlen) memset(h->token_line + prefix, 0, h->tlen);
+  h->tlen = 0;
 
   if (rc != CURLE_OK) {
     classify(h, rc, out);
@@ -524,4 +532,10 @@ void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
     return;
   }
   out->status = status;
+}
+
+void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
+                  const char *body, size_t len, int once, dt_http_result *out) {
+  if (dt_http_prepare(h, url, token, tlen, body, len, once, out)) return;
+  dt_http_done(h, dt_curl.easy_perform(h->curl), out);
 }

@@ -72,8 +72,14 @@ typedef struct dt_http {
   int once;                      /* this transfer goes on the wire at most once */
   int attempts;                  /* requests libcurl set out to send in this transfer */
   int prereq;                    /* libcurl has CURLOPT_PREREQFUNCTION */
+  size_t tlen;                   /* bytes of token in token_line (wiped after) */
   long pid;                      /* the process that opened the connections */
-  int sockets[DT_SOCKETS_MAX];   /* the sockets the handle holds (-1: free) */
+  /* The sockets the handle opened and has not closed (-1: free): its own
+  ** table, or one a dt_multi shares between its slots (whose connections
+  ** sit in the multi's pool, and any slot may close one another opened). */
+  int *sockets;
+  int nsockets;
+  int own_sockets[DT_SOCKETS_MAX];
   dt_http_headers hdr;
   char errbuf[CURL_ERROR_SIZE];
 } dt_http;
@@ -105,6 +111,21 @@ void dt_http_close(dt_http *h);
 ** the parent alone and opens new ones. */
 void dt_http_post(dt_http *h, const char *url, const char *token, size_t tlen,
                   const char *body, size_t len, int once, dt_http_result *out);
+
+/* The same transfer in two halves, for a caller that runs the handle
+** itself (dt_multi: curl_multi_add_handle instead of curl_easy_perform).
+** dt_http_prepare sets everything up; it returns 0 when the handle is ready
+** to run, or 1 when the transfer already failed (out is then filled, and
+** dt_http_done must not be called). `body` must stay alive until
+** dt_http_done. dt_http_done takes libcurl's result for the transfer, wipes
+** the token and classifies the outcome exactly as dt_http_post does. */
+int dt_http_prepare(dt_http *h, const char *url, const char *token, size_t tlen,
+                    const char *body, size_t len, int once, dt_http_result *out);
+void dt_http_done(dt_http *h, CURLcode rc, dt_http_result *out);
+
+/* In a child of fork(): makes every socket the handle holds harmless (see
+** dt_http.c). Returns 0 when one of them could not be. */
+int dt_http_disown(dt_http *h);
 
 /* The methods the API uses; DT_POST is the default of every request. */
 enum { DT_POST = 0, DT_GET, DT_PUT, DT_DELETE, DT_PATCH };

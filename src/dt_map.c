@@ -136,6 +136,65 @@ static int exact_result(const dt_response *r) {
   return -1;
 }
 
+static const char *pick(lua_State *L, int t, const char *a, const char *b,
+                        size_t *len);
+
+/* The per-IP block (shared/api/rate-limits.md): not a platform error but
+** a bare verdict, {"status":1111,"wait":<minutes>,"source":...,"punish":
+** "deny","uuid":...}, whatever the HTTP status. Recognised by status 1111
+** with a punish field. */
+static int is_ip_block(lua_State *L, int t) {
+  int yes;
+  lua_getfield(L, t, "status");
+  yes = (lua_type(L, -1) == LUA_TNUMBER || lua_type(L, -1) == LUA_TSTRING) &&
+        lua_tonumber(L, -1) == 1111;
+  lua_pop(L, 1);
+  if (!yes) return 0;
+  lua_getfield(L, t, "punish");
+  yes = lua_type(L, -1) == LUA_TSTRING;
+  lua_pop(L, 1);
+  return yes;
+}
+
+/* The block lasts `wait` minutes; 5 when the verdict does not say. */
+#define DT_IP_BLOCK_DEFAULT 300
+static int map_ip_block(lua_State *L, int top, int t, const dt_response *r,
+                        const dt_redactor *red) {
+  char msg[128];
+  long secs = DT_IP_BLOCK_DEFAULT;
+  int e;
+  lua_getfield(L, t, "wait");
+  if (lua_type(L, -1) == LUA_TNUMBER || lua_type(L, -1) == LUA_TSTRING) {
+    lua_Number w = lua_tonumber(L, -1) * 60;
+    if (w >= 1 && w < (lua_Number)DT_RETRY_AFTER_MAX) secs = (long)w;
+    else if (w >= (lua_Number)DT_RETRY_AFTER_MAX) secs = DT_RETRY_AFTER_MAX;
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  dt_error_push(L, "http", "http.ip_blocked", NULL, r->status, 1);
+  e = lua_gettop(L);
+  snprintf(msg, sizeof msg,
+           "HTTP %ld: the platform blocks calls from this IP address (status 1111) for %ld s",
+           r->status, secs);
+  lua_pushstring(L, msg);
+  lua_setfield(L, e, "message");
+  add_excerpt(L, r, red);
+  add_context(L, r, red);
+  /* the verdict's own length wins over any Retry-After */
+  lua_pushinteger(L, (lua_Integer)secs);
+  lua_setfield(L, e, "retry_after");
+  lua_getfield(L, e, "request_id");
+  if (lua_isnil(L, -1)) {
+    size_t n;
+    const char *uuid;
+    lua_pop(L, 1);
+    uuid = pick(L, t, "uuid", "requestid", &n);
+    if (uuid) dt_error_setclean_r(L, "request_id", uuid, n, DT_TEXT_MAX, red);
+  }
+  lua_settop(L, e);
+  return finish(L, top);
+}
+
 static int map_success(lua_State *L, int top, const dt_response *r,
                        const dt_redactor *red) {
   int t;
@@ -154,6 +213,7 @@ static int map_success(lua_State *L, int top, const dt_response *r,
     return protocol_error(L, top, r, red, "protocol.not_object",
                           "response body is not a JSON object");
   lua_pop(L, 1);
+  if (is_ip_block(L, t)) return map_ip_block(L, top, t, r, red);
   if (r->result_field == NULL) {
     lua_pushboolean(L, 1);
     lua_pushvalue(L, t);
@@ -338,6 +398,16 @@ static int map_http(lua_State *L, int top, const dt_response *r,
   return finish(L, top);
 }
 
+/* A body that may be a JSON object: the first non-blank byte is "{". */
+static int object_like(const dt_response *r) {
+  size_t i;
+  for (i = 0; i < r->len; i++) {
+    char c = r->body[i];
+    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') return c == '{';
+  }
+  return 0;
+}
+
 int dt_map_push(lua_State *L, const dt_response *r) {
   int top = lua_gettop(L);
   dt_redactor red;                     /* one per response, on the C stack */
@@ -353,12 +423,13 @@ int dt_map_push(lua_State *L, const dt_response *r) {
   /* A platform error is a 4xx/5xx JSON object with a code; anything else
   ** is an HTTP-level failure (a proxy page, a throttle page, a redirect,
   ** whatever its body looks like). */
-  if (r->status >= 400 && r->len && !blank(r->body, r->len) &&
+  if (r->len && !blank(r->body, r->len) && (r->status >= 400 || object_like(r)) &&
       decode(L, r->body, r->len)) {
     if (lua_istable(L, -1)) {
       size_t n;
       int t = lua_gettop(L);
-      if (pick(L, t, "code", "Code", &n)) {
+      if (is_ip_block(L, t)) return map_ip_block(L, top, t, r, &red);
+      if (r->status >= 400 && pick(L, t, "code", "Code", &n)) {
         lua_pop(L, 1);
         return map_api(L, top, t, r, &red);
       }
