@@ -604,7 +604,7 @@ local function clear_many(sys, opts, codes, client, token)
       local text = type(e) == "table" and str_gsub(tostring(e), "^dingtalk: ", "") or tostring(e)
       err:write(one_line("dingtalk: " .. r.robotCode .. ": " .. text), "\n")
     end
-    prog.draw(o == "not_attempted" or prog.done == total)
+    if o ~= "not_attempted" then prog.draw(prog.done == total) end
   end
 
   -- what is sent: codes the library would refuse are reported one by one
@@ -651,6 +651,11 @@ local function clear_many(sys, opts, codes, client, token)
     if not ok then
       prog.clear()
       if journal then journal:close() end
+      -- the library refused an argument (the token, an option) before sending
+      if type(res) == "table" and res.kind == "argument" then
+        usage(str_gsub(tostring(res), "^dingtalk: ", ""),
+              { kind = res.kind, code = res.code, field = res.field, message = tostring(res.message) })
+      end
       error(res, 0)
     end
     results = res
@@ -670,7 +675,6 @@ local function clear_many(sys, opts, codes, client, token)
   if interrupted then return _M.EXIT_INTERRUPTED end
   return worst
 end
-_M._outcome = outcome
 
 
 local COMMANDS = { ["clear-plugins"] = true, ["query-plugins"] = true, ["set-plugins"] = true }
