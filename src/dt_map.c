@@ -188,7 +188,8 @@ static int map_ip_block(lua_State *L, int top, int t, const dt_response *r,
     size_t n;
     const char *uuid;
     lua_pop(L, 1);
-    uuid = pick(L, t, "uuid", "requestid", &n);
+    uuid = pick(L, t, "uuid", "requestid", &n);   /* stays on the stack */
+    lua_pushvalue(L, e);
     if (uuid) dt_error_setclean_r(L, "request_id", uuid, n, DT_TEXT_MAX, red);
   }
   lua_settop(L, e);

@@ -53,8 +53,9 @@ const char *dt_multi_open(dt_multi **out, const dt_http_opts *o, int n) {
   if (m == NULL) return "out of memory";
   *out = m;
   m->pid = (long)getpid();
-  /* every connection the pool can hold, and the connects in progress */
-  m->nsockets = n + DT_SOCKETS_MAX;
+  /* every connection the pool can hold, and the connects in progress (two
+  ** sockets each while both address families are tried) */
+  m->nsockets = 3 * n + DT_SOCKETS_MAX;
   m->sockets = (int *)malloc((size_t)m->nsockets * sizeof *m->sockets);
   m->slots = (dt_multi_slot *)calloc((size_t)n, sizeof *m->slots);
   if (m->sockets == NULL || m->slots == NULL) return "out of memory";

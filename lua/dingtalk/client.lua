@@ -12,6 +12,7 @@ local robot = require "dingtalk.robot"
 
 local io_open = io.open
 local error = error
+local floor = math.floor
 local setmetatable = setmetatable
 local pairs = pairs
 local pcall = pcall
@@ -225,6 +226,19 @@ end
 local mt = {}
 mt.__index = mt
 
+
+-- The URL of an operation path, kept per client: a handful of operation
+-- paths per client; bounded all the same, as client:call may be given
+-- paths with ids in them.
+local function url_of(self, path)
+  local url = self.endpoint .. path
+  if self._nurls < 64 then
+    self._urls[path] = url
+    self._nurls = self._nurls + 1
+  end
+  return url
+end
+
 -- The app secret of each client with app credentials, for the transports
 -- to redact it from server text before they cut it. Kept here (weak keys:
 -- it goes with its client), never in a table reachable from the client.
@@ -241,18 +255,56 @@ function mt:post(path, token, body, result_field, method, once)
   if nt and (self._force_ngx or nt.usable()) then
     return nt.post(self, path, token, body, result_field, method, once, secret)
   end
-  local urls = self._urls
-  local url = urls[path]
-  if not url then
-    url = self.endpoint .. path
-    -- a handful of operation paths per client; bounded all the same, as
-    -- client:call may be given paths with ids in them
-    if self._nurls < 64 then
-      urls[path] = url
-      self._nurls = self._nurls + 1
-    end
+  return core_post(self._core, self._urls[path] or url_of(self, path), token, body, result_field,
+                   method, once, secret)
+end
+
+
+-- The batch transport over libcurl's multi interface (core.multi): n slots,
+-- each an easy handle of its own with its kept-alive connection.
+local curl_batch = {}
+curl_batch.__index = curl_batch
+
+-- start(slot, path, token, body, result_field) -> true | nil, error
+function curl_batch:start(slot, path, token, body, result_field)
+  local c = self.client
+  return self.m:start(slot, c._urls[path] or url_of(c, path), token, body, result_field, self.secret)
+end
+
+-- wait(seconds) -> { { slot =, ok = true, result = r } | { slot =, ok = false, error = e }, ... }
+function curl_batch:wait(seconds)
+  local wait_ms = floor(seconds * 1000 + 0.5)
+  if wait_ms < 0 then wait_ms = 0 elseif wait_ms > 2147483647 then wait_ms = 2147483647 end
+  return self.m:wait(wait_ms)
+end
+
+function curl_batch:active()
+  return self.m:active()
+end
+
+function curl_batch:close()
+  return self.m:close()
+end
+
+
+-- batch_open(n) -> a batch transport of n slots (the seam dingtalk.batch
+-- drives): light threads over cosockets where post would use them, else
+-- libcurl's multi interface. bt:start(slot, path, token, body,
+-- result_field), bt:wait(seconds), bt:active(), bt:close(); both give the
+-- result and error tables of post.
+function mt:batch_open(n)
+  local secret
+  if self._tokens then secret = app_secrets[self] end
+  local nt = self._cosockets
+  if nt and (self._force_ngx or nt.usable()) then
+    return nt.batch_open(self, n, secret)
   end
-  return core_post(self._core, url, token, body, result_field, method, once, secret)
+  if not core.multi then
+    fail("argument.transport", "transport", "this build of the C core has no batch transport (core.multi)")
+  end
+  local m, err = core.multi(self.options, n)
+  if not m then error(err, 0) end
+  return setmetatable({ m = m, client = self, secret = secret }, curl_batch)
 end
 
 

@@ -5,6 +5,7 @@ local core = require "dingtalk.core"
 local cjson = require "cjson"
 local retry_run = require("dingtalk.retry").run
 local plain_args = core.plain_args
+local printable = core.printable
 
 local error = error
 local ipairs = ipairs
@@ -188,6 +189,78 @@ function _M.set_plugins(client, args)
 end
 
 
+local batch   -- dingtalk.batch, loaded by the first batch
+local MANY_OPTS = { token = true, concurrency = true, rate = true, on_result = true,
+                    on_event = true, should_stop = true }
+_M.MAX_RATE = 1000000   -- requests per second; only keeps an absurd value out
+
+local function clear_body(code)
+  return json.encode{ robotCode = code }
+end
+
+
+-- clear_plugins_many(codes, opts) -> { { robotCode =, ok = true, result = true|false }
+--                                      | { robotCode =, ok = false, error = err }, ... }
+-- POST /v1.0/robot/plugins/clear for each code, many at once (dingtalk.batch
+-- has the policy). Every argument is checked before anything is sent; a
+-- failing bot never raises. opts: token (else the client's app
+-- credentials), concurrency (1..256, default 8), rate (requests per second,
+-- default none), on_result(entry), on_event(ev), should_stop().
+function _M.clear_plugins_many(client, codes, opts)
+  if type(codes) ~= "table" then
+    check.fail("argument.type", "codes", "codes must be an array of robot codes, got " .. type(codes))
+  end
+  local n = #codes
+  for k in pairs(codes) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+      check.fail("argument.type", "codes", "codes must be an array of robot codes (keys 1..n)")
+    end
+  end
+  if n == 0 then check.fail("argument.empty", "codes", "codes must not be empty") end
+  local max = _M.MAX_ROBOT_CODE
+  for i = 1, n do
+    local v = codes[i]
+    if not printable(v, max) then
+      -- the precise error, named after the entry; a non-ASCII code passes
+      local name = "codes[" .. i .. "]"
+      check.string({ [name] = v }, name, max)
+    end
+  end
+  if opts == nil then opts = {} end
+  check.args(opts, MANY_OPTS, "clear_plugins_many")
+  local token = token_arg(client, opts)
+  local c = opts.concurrency
+  batch = batch or require "dingtalk.batch"
+  if c == nil then
+    c = batch.DEFAULT_CONCURRENCY
+  elseif type(c) ~= "number" or c ~= c or c < 1 or c > batch.MAX_CONCURRENCY or c % 1 ~= 0 then
+    check.fail("argument.option", "concurrency",
+               "concurrency must be a whole number from 1 to " .. batch.MAX_CONCURRENCY)
+  end
+  local rate = opts.rate
+  if rate ~= nil and (type(rate) ~= "number" or rate ~= rate or rate <= 0 or rate > _M.MAX_RATE) then
+    check.fail("argument.option", "rate",
+               "rate must be a number of requests per second above 0 and at most " .. _M.MAX_RATE)
+  end
+  for _, name in ipairs{ "on_result", "on_event", "should_stop" } do
+    if opts[name] ~= nil and type(opts[name]) ~= "function" then
+      check.fail("argument.option", name, name .. " must be a function")
+    end
+  end
+  if client._closed then
+    check.fail("argument.closed", "client", "the client is closed")
+  end
+  if not client._retry or not client.batch_open then
+    check.fail("argument.transport", "client", "clear_plugins_many needs a dingtalk client")
+  end
+  return batch.run(client, codes, {
+    path = "/v1.0/robot/plugins/clear", result_field = "result", body = clear_body,
+    token = token, concurrency = c, rate = rate, on_result = opts.on_result,
+    on_event = opts.on_event, should_stop = opts.should_stop,
+  })
+end
+
+
 -- The operations as plain functions of one client, so that both
 -- client.robot.clear_plugins{...} and client.robot:clear_plugins{...} work.
 function _M.bind(client)
@@ -198,6 +271,11 @@ function _M.bind(client)
       if a == bound and type(b) == "table" then a = b end
       return op(client, a)
     end
+  end
+  -- clear_plugins_many(codes, opts), or robot:clear_plugins_many(codes, opts)
+  bound.clear_plugins_many = function(a, b, c)
+    if a == bound then a, b = b, c end
+    return _M.clear_plugins_many(client, a, b)
   end
   return bound
 end

@@ -12,6 +12,9 @@ local floor = math.floor
 local min = math.min
 local tonumber = tonumber
 local setmetatable = setmetatable
+local pairs = pairs
+local pcall = pcall
+local co_status = coroutine.status
 local tostring = tostring
 local type = type
 local str_byte = string.byte
@@ -419,7 +422,9 @@ end
 
 -- Connects (or takes a pooled connection) and does the TLS handshake.
 -- once: a fresh connection that is never kept alive afterwards.
-local function open(st, ep, connect_timeout, once)
+-- slot: a batch slot, whose connections live in a pool of their own (as
+-- the libcurl multi keeps one easy handle, and its connection, per slot).
+local function open(st, ep, connect_timeout, once, slot)
   local n = ngx
   local sock, err = n.socket.tcp()
   if not sock then return fail("transport.other", "cannot create a socket: " .. tostring(err)) end
@@ -430,6 +435,7 @@ local function open(st, ep, connect_timeout, once)
   sock:settimeouts(cms, ms, ms)
   local ok
   local pool = once and ep.once_pool or ep.pool
+  if slot and not once then pool = pool .. " slot " .. slot end
   if ep.named then
     -- as libcurl's connect timeout, this one covers the name lookup too
     ok, err = connect_within(sock, ep, pool, cms)
@@ -470,8 +476,8 @@ local function open(st, ep, connect_timeout, once)
 end
 
 
-local function attempt(st, ep, opts, request, once)
-  local ok, err = open(st, ep, opts.connect_timeout, once)
+local function attempt(st, ep, opts, request, once, slot)
+  local ok, err = open(st, ep, opts.connect_timeout, once, slot)
   if not ok then return nil, err end
   local sock = st.sock
   local ms = left(st)
@@ -496,7 +502,7 @@ local warned = setmetatable({}, { __mode = "k" })
 -- goes on the wire at most once (a fresh connection, no second try on a
 -- dead one). secret: a second secret (the app secret), taken out of every
 -- text the server sent, as the token is.
-function _M.post(client, path, token, body, result_field, method, once, secret)
+local function send(client, path, token, body, result_field, method, once, secret, slot)
   local n = ngx
   if secret ~= nil and type(secret) ~= "string" then
     -- what the C core's post does (luaL_optlstring), before any I/O
@@ -551,7 +557,7 @@ function _M.post(client, path, token, body, result_field, method, once, secret)
   local st, status, headers, data, reuse
   for try = 1, 2 do
     st = { start = now, deadline = now + opts.timeout / 1000, buf = "", pos = 1, got = 0, body = {} }
-    status, headers, data, reuse = attempt(st, ep, opts, request, once)
+    status, headers, data, reuse = attempt(st, ep, opts, request, once, slot)
     -- a pooled connection the server had already closed: like libcurl, one
     -- more try on a fresh one (clearing is idempotent). Never for once: the
     -- server may have read the request before it closed (once calls take
@@ -567,6 +573,110 @@ function _M.post(client, path, token, body, result_field, method, once, secret)
   end
   if reuse and not once then st.sock:setkeepalive() else st.sock:close() end
   return core.map(status, headers, data, result_field, token, secret)
+end
+
+function _M.post(client, path, token, body, result_field, method, once, secret)
+  return send(client, path, token, body, result_field, method, once, secret)
+end
+
+
+-- The batch transport inside nginx: one light thread (ngx.thread) per
+-- request in flight, each over post's cosocket path. Slots as the libcurl
+-- multi's: 1..n, one request each at a time, each keeping its connection
+-- alive in a pool of its own. wait() sleeps on a semaphore each finishing
+-- thread posts, then takes the finished (dead) threads' outcomes with
+-- ngx.thread.wait, one thread at a time: a wait for several threads at once
+-- leaves the others marked as waited for, and the first of them to finish
+-- later would resume the batch's coroutine wherever it then is (in a
+-- cosocket read of the token fetch, say) with that thread's values.
+local function one(self, slot, path, token, body, result_field)
+  local ok, done, res = pcall(send, self.client, path, token, body, result_field, "POST", false,
+                              self.secret, slot)
+  if not ok then
+    done, res = false, core.error{ kind = "transport", code = "transport.other", retryable = false,
+                                   message = "the request raised: " .. tostring(done) }
+  end
+  self.sema:post(1)   -- no yield from here to the end: ended when the waiter runs
+  return slot, done, res
+end
+
+local batch = {}
+batch.__index = batch
+
+-- start(slot, path, token, body, result_field) -> true | nil, error
+function batch:start(slot, path, token, body, result_field)
+  if type(slot) ~= "number" or slot < 1 or slot > self.n or slot % 1 ~= 0 then
+    return argument("argument.slot", "slot", "slot must be a whole number from 1 to " .. self.n)
+  end
+  if self.threads[slot] then
+    return argument("argument.slot", "slot", "slot " .. slot .. " is busy")
+  end
+  if type(token) ~= "string" or #token == 0 or #token > MAX_TOKEN then
+    return argument("argument.token", "token", "token must be 1 to 1024 bytes")
+  end
+  if str_find(token, "[%z\1-\31\127]") then
+    return argument("argument.control_char", "token", "token contains a control character")
+  end
+  local th, err = ngx.thread.spawn(one, self, slot, path, token, body, result_field)
+  if not th then
+    return fail("transport.other", "cannot start a light thread: " .. tostring(err))
+  end
+  self.threads[slot] = th
+  self.count = self.count + 1
+  return true
+end
+
+-- Takes the outcomes of the threads that finished into out.
+function batch:reap(out)
+  for slot, th in pairs(self.threads) do
+    -- lua-nginx-module's coroutine.status says "zombie" for a light
+    -- thread that ended and was not waited for yet
+    local status = co_status(th)
+    if status == "zombie" or status == "dead" then
+      local ran, s, ok, res = ngx.thread.wait(th)
+      self.threads[slot] = nil
+      self.count = self.count - 1
+      if not ran or s ~= slot then   -- cannot happen (one() catches), but never lose a slot
+        ok, res = false, core.error{ kind = "transport", code = "transport.other", retryable = false,
+                                     message = "the request's light thread failed: " .. tostring(s) }
+      end
+      if ok then
+        out[#out + 1] = { slot = slot, ok = true, result = res }
+      else
+        out[#out + 1] = { slot = slot, ok = false, error = res }
+      end
+    end
+  end
+  return out
+end
+
+-- wait(seconds) -> the finished ones: { slot =, ok = true, result = } or
+-- { slot =, ok = false, error = }; possibly empty (the time ran out).
+function batch:wait(seconds)
+  local out = self:reap({})
+  if out[1] or self.count == 0 or seconds <= 0 then return out end
+  self.sema:wait(seconds)
+  return self:reap(out)
+end
+
+function batch:active()
+  return self.count
+end
+
+-- Ends the requests still running (none when the batch ran to its end).
+function batch:close()
+  for slot, th in pairs(self.threads) do
+    ngx.thread.kill(th)
+    self.threads[slot] = nil
+  end
+  self.count = 0
+end
+
+-- batch_open(client, n, secret) -> the batch transport (see client:batch_open)
+function _M.batch_open(client, n, secret)
+  local sema = require("ngx.semaphore").new(0)
+  return setmetatable({ client = client, n = n, secret = secret, threads = {}, count = 0, sema = sema },
+                      batch)
 end
 
 

@@ -1,0 +1,195 @@
+-- clear_plugins_many inside nginx: the same batch policy over the cosocket
+-- batch transport (one ngx.thread light thread per request in flight),
+-- with the assertions of spec/71 (spec/71-batch_cases.lua), in a content
+-- handler and in a timer.
+--
+-- Two nginx instances: the emulator, and one that loads the module (the
+-- LuaJIT build) and runs the cases; spec.helpers.openresty stops it.
+local socket = require "socket"
+local http = require "socket.http"
+local ltn12 = require "ltn12"
+local cjson = require "cjson"
+local emulator = require "spec.helpers.emulator"
+local openresty = require "spec.helpers.openresty"
+local cases = require "spec.71-batch_cases"
+local q = require("spec.helpers.shell").q
+
+-- POST /batch with the case's parameters as JSON: runs it in this request
+-- (content phase), or with ?timer=1 in a zero-delay timer whose outcome
+-- the request waits for; answers M.run's table plus where it ran.
+local HANDLER = [==[
+local cjson = require "cjson"
+local cases = require "spec.71-batch_cases"
+ngx.req.read_body()
+local p = cjson.decode(ngx.req.get_body_data())
+local transport = require "dingtalk.transport.ngx"
+local out
+if ngx.var.arg_timer then
+  local done
+  local ok, err = ngx.timer.at(0, function()
+    local r = cases.run(p)
+    r.phase, r.cosockets = ngx.get_phase(), transport.usable()
+    done = r
+  end)
+  if not ok then error(err) end
+  local t0 = ngx.now()
+  while not done and ngx.now() - t0 < 60 do ngx.sleep(0.01) end
+  out = done or { lost = true }
+else
+  out = cases.run(p)
+  out.phase, out.cosockets = ngx.get_phase(), transport.usable()
+end
+ngx.header["Content-Type"] = "application/json"
+ngx.say(cjson.encode(out))
+]==]
+
+local CONF = [[
+load_module ${MODULES}/ndk_http_module.so;
+load_module ${MODULES}/ngx_http_lua_module.so;
+worker_processes 1;
+daemon on;
+pid logs/nginx.pid;
+error_log logs/error.log info;
+worker_shutdown_timeout 1s;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path temp/body;
+    proxy_temp_path       temp/proxy;
+    fastcgi_temp_path     temp/fastcgi;
+    uwsgi_temp_path       temp/uwsgi;
+    scgi_temp_path        temp/scgi;
+    client_body_buffer_size 64k;
+    lua_package_path  "${ROOT}/lua/?.lua;${ROOT}/?.lua;;";
+    lua_package_cpath "${ROOT}/build/luajit/?.so;;";
+    server {
+        listen 127.0.0.1:${PORT};
+        location = /health { return 200 "ok\n"; }
+        location = /batch { content_by_lua_file ${PREFIX}/batch.lua; }
+    }
+}
+]]
+
+local function readable(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function capture(cmd)
+  local p = io.popen(cmd, "r")
+  local s = p:read("*a") or ""
+  p:close()
+  return s
+end
+
+local function execute(cmd)
+  local a = os.execute(cmd)
+  return a == true or a == 0
+end
+
+-- nginx in a prefix the helper's stop() knows (it removes it), on a free port.
+local function start()
+  local root = capture("pwd"):gsub("%s+$", "")
+  local o = { prefix = capture("mktemp -d -t dingtalk-openresty.XXXXXX"):gsub("%s+$", "") }
+  assert(o.prefix:match("^/tmp/dingtalk%-openresty%."), "mktemp failed")
+  assert(execute("mkdir -p " .. q(o.prefix .. "/conf") .. " " .. q(o.prefix .. "/logs") .. " "
+    .. q(o.prefix .. "/temp") .. " && chmod 755 " .. q(o.prefix)))
+  write_file(o.prefix .. "/batch.lua", HANDLER)
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  o.port = tonumber(port)
+  local vars = { ROOT = root, PORT = o.port, PREFIX = o.prefix,
+                 MODULES = os.getenv("DINGTALK_NGINX_MODULES_DIR") or "/usr/lib/nginx/modules" }
+  write_file(o.prefix .. "/conf/nginx.conf", (CONF:gsub("%${([%w_]+)}", function(k)
+    return tostring(assert(vars[k], k))
+  end)))
+  execute("nginx -p " .. q(o.prefix .. "/") .. " -c conf/nginx.conf -e logs/error.log </dev/null >>"
+    .. q(o.prefix .. "/logs/stdout.log") .. " 2>&1")
+  local deadline = socket.gettime() + 5
+  repeat
+    local f = io.open(o.prefix .. "/logs/nginx.pid", "rb")
+    if f then
+      o.pid = tonumber((f:read("*a") or ""):match("%d+"))
+      f:close()
+    end
+    local c = socket.tcp()
+    c:settimeout(0.2)
+    local up = c:connect("127.0.0.1", o.port)
+    c:close()
+    if o.pid and up then return o end
+    socket.sleep(0.02)
+  until socket.gettime() > deadline
+  local log = openresty.error_log(o)
+  openresty.stop(o)
+  error("nginx did not start:\n" .. log, 2)
+end
+
+local function call(nginx, params, timer)
+  local body = cjson.encode(params)
+  local chunks = {}
+  local _, status = http.request{
+    url = "http://127.0.0.1:" .. nginx.port .. "/batch" .. (timer and "?timer=1" or ""),
+    method = "POST", source = ltn12.source.string(body), sink = ltn12.sink.table(chunks),
+    headers = { ["Content-Type"] = "application/json", ["Content-Length"] = #body },
+  }
+  local raw = table.concat(chunks)
+  assert(status == 200, tostring(status) .. " " .. raw .. "\n" .. openresty.error_log(nginx))
+  local out = cjson.decode(raw)
+  assert(out.cosockets == true, "ran without cosockets: " .. raw)
+  return out
+end
+
+local function stats(emu)
+  local body, status = http.request(emu.url .. "/__emulator/stats")
+  if status ~= 200 or not body then return nil end
+  local ok, t = pcall(cjson.decode, body)
+  return ok and t or nil
+end
+
+
+for _, where in ipairs{ "content", "timer" } do
+  describe("clear_plugins_many inside nginx (cosockets, " .. where .. ")", function()
+    local emu, nginx
+
+    setup(function()
+      assert(readable("build/luajit/dingtalk/core.so"),
+             "build/luajit/dingtalk/core.so is missing: nginx loads the LuaJIT build (make build LUA=luajit)")
+      emu = emulator.start()
+      local ok, err = pcall(function() nginx = start() end)
+      if not ok then
+        emulator.stop(emu)
+        emu = nil
+        error(err, 0)
+      end
+    end)
+
+    teardown(function()
+      if nginx then openresty.stop(nginx) end
+      if emu then emulator.stop(emu) end
+    end)
+
+    before_each(function() emulator.reset(emu) end)
+
+    it("runs in the " .. where .. " phase, over cosockets", function()
+      local out = call(nginx, { codes = { "dingbot-false" }, token = "tok-batch-spec-0123456789abcdef",
+                                endpoint = emu.url }, where == "timer")
+      assert.are.equal(where == "timer" and "timer" or "content", out.phase)
+      assert.is_false(out.results[1].result)
+    end)
+
+    cases.define{
+      label = where == "timer" and "t" or "n", busted = { it = it, assert = assert }, emulator = emulator,
+      emu = function() return emu end,
+      run = function(p) return call(nginx, p, where == "timer") end,
+      stats = function() return stats(emu) end,
+    }
+  end)
+end
