@@ -529,27 +529,6 @@ local function summary_lines(n, counts, by_code, skipped, elapsed, interrupted)
 end
 
 
--- The library's batch; until the library has one, the same contract one
--- call after another (TEMPORARY: removed once clear_plugins_many lands).
-local function run_many(client, codes, o)
-  if client.robot.clear_plugins_many then return client.robot.clear_plugins_many(codes, o) end
-  local out = {}
-  for i, code in ipairs(codes) do
-    local r
-    if o.should_stop() then
-      r = { robotCode = code, ok = false, error = core.error{ kind = "batch", code = "batch.not_attempted",
-            message = "not attempted", retryable = false } }
-    else
-      local ok, res = pcall(client.robot.clear_plugins, { robotCode = code, token = o.token })
-      r = ok and { robotCode = code, ok = true, result = res } or { robotCode = code, ok = false, error = res }
-      o.on_result(r)
-    end
-    out[i] = r
-  end
-  return out
-end
-
-
 local function clear_many(sys, opts, codes, client, token)
   local out, err = sys.stdout, sys.stderr
   local concurrency = whole(opts, "concurrency", 1, MAX_CONCURRENCY) or DEFAULT_CONCURRENCY
@@ -633,7 +612,7 @@ local function clear_many(sys, opts, codes, client, token)
   local results
   if #todo > 0 then
     if sigint then sigint(true) end
-    local ok, res = pcall(run_many, client, todo, {
+    local ok, res = pcall(client.robot.clear_plugins_many, todo, {
       token = token, concurrency = concurrency, rate = rate,
       should_stop = should_stop,
       on_result = function(r)
