@@ -431,6 +431,26 @@ describe("dingtalk robot clear-plugins, many bots", function()
     assert.is_nil(read(tmp .. ".out"):find("\r", 1, true))
   end)
 
+  it("in-process: sys.isatty turns the progress display on; a stderr given alone is no terminal", function()
+    local cli = require "dingtalk.cli"
+    local function writer(t) return { write = function(_, ...) for _, x in ipairs{ ... } do t[#t + 1] = x end end } end
+    for _, tty in ipairs{ true, false, "unset" } do
+      local out, err = {}, {}
+      local rc = cli.main({ "robot", "clear-plugins", "--robot-code", "dingbot-plugins-i1", "--robot-code",
+                            "dingbot-plugins-i2" }, {
+        getenv = function(k) return env[k] end, stdout = writer(out), stderr = writer(err),
+        isatty = tty ~= "unset" and tty or nil })
+      assert.are.equal(0, rc)
+      local e = table.concat(err)
+      if tty == true then
+        assert.matches("\r2/2 done, [%d.]+/s, 0 failed, ETA [%d:]+\27%[K", e)
+      else
+        assert.is_nil(e:find("\r", 1, true), e)
+      end
+      assert.are.same({ "cleared 2", "already empty 0", "failed 0", "not attempted 0" }, summary(e))
+    end
+  end)
+
   it("usage: the batch options are for clear-plugins and checked before anything is sent", function()
     for _, case in ipairs{
       { { "robot", "clear-plugins", "--robot-code", "x", "--concurrency", "0" }, "%-%-concurrency must be" },

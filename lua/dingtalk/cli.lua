@@ -11,9 +11,13 @@
 -- come redacted from the library, no message quotes an option value other
 -- than robot codes and file names, and every line and JSON string written
 -- is redacted once more here (a token pasted where a robot code belongs).
--- With --json, stdout gets exactly one JSON document whatever happens:
--- the results, {"error": {...}} for a usage or internal error, or
+-- With --json, stdout gets JSON whatever happens: one document with the
+-- results (query-plugins, set-plugins), one line per code (clear-plugins,
+-- as each finishes), {"error": {...}} for a usage or internal error, or
 -- {"help": "..."}; its strings are valid UTF-8 whatever the input was.
+-- clear-plugins runs as one batch (clear_plugins_many): --concurrency,
+-- --rate, --journal (resume), Ctrl-C, progress and summary are in
+-- clear_many and the functions just above it.
 local cjson = require "cjson"
 local core = require "dingtalk.core"
 local utf8_len = require("dingtalk.check").utf8_len
@@ -750,7 +754,8 @@ end
 
 
 -- main(argv [, sys]) -> exit code. sys (for tests): getenv, stdout,
--- stderr, stdin, open, new (dingtalk.new).
+-- stderr, stdin, open, new (dingtalk.new), isatty (stderr is a terminal:
+-- the progress display; asked of the shell when not given).
 function _M.main(argv, sys)
   sys = sys or {}
   local s = {
@@ -760,7 +765,10 @@ function _M.main(argv, sys)
     stdin = sys.stdin or io.stdin,
     open = sys.open or io.open,
     new = sys.new or require("dingtalk").new,
+    isatty = sys.isatty,
   }
+  -- a stderr given in-process is no terminal unless said so
+  if s.isatty == nil and sys.stderr ~= nil then s.isatty = false end
   local saved = active
   local function secret(name)
     local v = s.getenv(name)
