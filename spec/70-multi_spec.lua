@@ -449,6 +449,125 @@ describe("core.multi", function()
   end)
 end)
 
+-- A Lua host whose n-th growing allocation fails (as spec/c/oom.c), for
+-- a script given as a file: usage: host SCRIPT URL CPATH LPATH
+local OOM_HOST = [[
+#include <stdio.h>
+#include <stdlib.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#if LUA_VERSION_NUM >= 502
+#define BURST 2
+#else
+#define BURST 1
+#define LUA_OK 0
+#endif
+static long countdown = 0;
+static int fired = 0, burst = 0;
+static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  if (nsize == 0) { free(ptr); return NULL; }
+  if (ptr == NULL || nsize > osize) {
+    if (burst > 0) { burst--; return NULL; }
+    if (countdown > 0 && --countdown == 0) { fired = 1; burst = BURST - 1; return NULL; }
+  }
+  return realloc(ptr, nsize);
+}
+static int arm(lua_State *L) { fired = 0; burst = 0; countdown = (long)luaL_checknumber(L, 1); return 0; }
+static int disarm(lua_State *L) { countdown = 0; lua_pushboolean(L, fired); return 1; }
+int main(int argc, char **argv) {
+  lua_State *L = lua_newstate(alloc, NULL);
+  int bad;
+  if (argc != 5 || L == NULL) return 2;
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  lua_pushstring(L, argv[3]);
+  lua_setfield(L, -2, "cpath");
+  lua_pushstring(L, argv[4]);
+  lua_setfield(L, -2, "path");
+  lua_pop(L, 1);
+  if (luaL_loadfile(L, argv[1]) != LUA_OK) goto fail;
+  lua_pushstring(L, argv[2]);
+  lua_pushcfunction(L, arm);
+  lua_pushcfunction(L, disarm);
+  if (lua_pcall(L, 3, 1, 0) != LUA_OK) goto fail;
+  bad = (int)lua_tonumber(L, -1);
+  lua_close(L);
+  puts(bad ? "FAILED" : "oom ok");
+  return bad != 0;
+fail:
+  fprintf(stderr, "%s\n", lua_tostring(L, -1));
+  lua_close(L);
+  return 1;
+}
+]]
+
+-- For every N: the N-th allocation of two starts and the waits that follow
+-- fails. A start either starts or raises; a wait either gives results or
+-- raises, and then the results wait for the next wait(): every transfer
+-- started gives exactly one result, the one expected, and the batch stays
+-- usable.
+local OOM_SCRIPT = [[
+local url, arm, disarm = ...
+local core = require "dingtalk.core"
+local TOKEN = "tok-oom-multi-0123456789"
+local cases = {
+  { "fault-echo-html-40", "http.502" }, { "fault-echo-pad-40", "param.illegal" },
+  { "dingbot-ok", true }, { "fault-huge", "transport.too_large" },
+}
+local bodies = {}
+for i, c in ipairs(cases) do bodies[i] = '{"robotCode":"' .. c[1] .. '"}' end
+local function expected(i, e)
+  local want = cases[i][2]
+  if want == true then return e.ok and e.result == true end
+  return not e.ok and e.error.code == want
+end
+local MEM = "not enough memory"
+-- nothing below allocates while armed but the calls under test: the
+-- tables are made beforehand, failures are counted, printed after
+local bad, n, raised = 0, 0, 0
+local started, got = { false, false, false, false }, { 0, 0, 0, 0 }
+local m = assert(core.multi({ max_body = 4096 }, #cases))
+while true do
+  n = n + 1
+  local wrong, lost = 0, 0
+  for i = 1, #cases do started[i] = false; got[i] = 0 end
+  arm(n)
+  for i = 1, #cases do
+    local ok, r = pcall(m.start, m, i, url, TOKEN, bodies[i], "result")
+    if ok and r == true then started[i] = true
+    elseif ok or r ~= MEM then wrong = wrong + 1
+    else raised = raised + 1 end
+  end
+  local deadline = core.now() + 10
+  while m:active() > 0 and core.now() < deadline do
+    local ok, r = pcall(m.wait, m, 1000)
+    if ok then
+      for k = 1, #r do
+        local e = r[k]
+        got[e.slot] = got[e.slot] + 1
+        if not expected(e.slot, e) then wrong = wrong + 1 end
+      end
+    elseif r ~= MEM then wrong = wrong + 1
+    else raised = raised + 1 end
+  end
+  local hit = disarm()
+  for i = 1, #cases do
+    if started[i] and got[i] ~= 1 then lost = lost + 1 end
+    if not started[i] and got[i] ~= 0 then lost = lost + 1 end
+  end
+  if wrong + lost > 0 then
+    bad = bad + 1
+    print(("N=%d: %d wrong, %d lost or twice"):format(n, wrong, lost))
+  end
+  if not hit then break end
+end
+m:close()
+print(("%d allocations, %d memory errors raised"):format(n - 1, raised))
+return bad
+]]
+
 -- fork() needs a binding: LuaJIT's FFI has one; the other interpreters
 -- skip this part (the client's fork safety has spec/17 and spec/c/fork.c).
 local ffi = jit and require "ffi"
@@ -459,6 +578,35 @@ if ffi then
     void _exit(int status);
   ]]
 end
+
+describe("core.multi out of memory", function()
+  local emu
+  setup(function() emu = emulator.start() end)
+  teardown(function() if emu then emulator.stop(emu) end end)
+
+  for _, lua in ipairs{ "lua5.4", "lua5.1" } do
+    it("one failed allocation at every point of start() and wait(): nothing lost, nothing twice (" .. lua .. ")",
+       function()
+      os.execute("mkdir -p build")
+      local src, script, exe = "build/spec-multi-oom.c", "build/spec-multi-oom.lua", "build/spec-multi-oom-" .. lua
+      local f = assert(io.open(src, "w")); f:write(OOM_HOST); f:close()
+      f = assert(io.open(script, "w")); f:write(OOM_SCRIPT); f:close()
+      local p = io.popen("cc -std=c99 -Wall -Wextra -Werror -O1 $(pkg-config --cflags " .. lua .. ") " .. src
+        .. " -o " .. exe .. " $(pkg-config --libs " .. lua .. ") -ldl -lm 2>&1; echo rc=$?")
+      local out = p:read("*a"); p:close()
+      assert.matches("rc=0\n$", out)
+      local v = lua:match("%d+%.%d+")
+      p = io.popen(table.concat({ exe, script, emu.url .. PATH,
+        "'./build/" .. lua .. "/?.so;/usr/lib/x86_64-linux-gnu/lua/" .. v .. "/?.so'", "'./lua/?.lua'" }, " ")
+        .. " 2>&1; echo rc=$?")
+      out = p:read("*a"); p:close()
+      assert.matches("oom ok\nrc=0\n$", out)
+      local allocs, raised = out:match("(%d+) allocations, (%d+) memory errors raised")
+      assert.is_true(tonumber(allocs) > 20, out)
+      assert.is_true(tonumber(raised) > 0, out)
+    end)
+  end
+end)
 
 describe("core.multi after fork()", function()
   local emu

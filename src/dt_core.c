@@ -562,7 +562,9 @@ static int core_sigint(lua_State *L) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;                 /* no SA_RESTART: a poll returns at once */
+    /* SA_RESTART: the host's reads and writes go on; poll() (m:wait) is
+    ** never restarted whatever the flag, so it returns at once. */
+    sa.sa_flags = SA_RESTART;
     if (sigaction(SIGINT, &sa, &old_sigint) != 0) {
       lua_pushnil(L);
       lua_pushstring(L, strerror(errno));
