@@ -2,20 +2,31 @@
 --
 -- As a module (Lua 5.1-5.4, LuaJIT; needs LuaSocket):
 --   local emulator = dofile("emulator/control.lua")   -- or require "emulator.control"
---   local h = emulator.start{ port = n?, tls_port = n?, prefix = dir?, delay_ms = n? }
+--   local h = emulator.start{ port = n?, tls_port = n?, prefix = dir?, delay_ms = n?,
+--                             rate_limit = n? }
 --   -- h.url, h.tls_url, h.tls_url_mismatch, h.tls_url_localhost, h.cafile,
 --   -- h.other_cafile, h.prefix, h.pid, h.port, h.tls_port
 --   emulator.requests(h)  --> array of recorded requests
---   emulator.reset(h)     -- forget the recorded requests
---   emulator.configure(h, { delay_ms = n })  -- extra latency for every API request
+--   emulator.reset(h)     -- forget the recorded requests, reset the stats
+--   emulator.config(h, { delay_ms = n, rate_limit = n })  (also: configure)
+--       delay_ms: extra latency for every API request;
+--       rate_limit: requests per second per access token on /v1.0/robot/*
+--       routes (fixed one-second windows; 0 = none); above it the platform's
+--       403 Forbidden.AccessDenied.QpsLimitForAppkeyAndApi
+--   emulator.stats(h)     --> { in_flight, max_in_flight, connections, requests,
+--       robot_requests, refused }: API requests handled at once now and at
+--       most, distinct connections, API and /v1.0/robot/* requests, and
+--       answers refused by rate_limit, all since the last reset
 --   emulator.is_running(h)
 --   emulator.attach(prefix)  --> handle of an emulator started by the CLI
 --   emulator.stop(h)
 --
 -- As a script (for `make demo`):
 --   lua5.4 emulator/control.lua start [--port N] [--tls-port N] [--prefix DIR] [--delay-ms N]
+--                                     [--rate-limit N]
 --   lua5.4 emulator/control.lua stop --prefix DIR
---   lua5.4 emulator/control.lua requests --prefix DIR | reset --prefix DIR
+--   lua5.4 emulator/control.lua requests --prefix DIR | reset --prefix DIR | stats --prefix DIR
+--   lua5.4 emulator/control.lua config --prefix DIR [--delay-ms N] [--rate-limit N]
 --
 -- Environment: DINGTALK_EMULATOR_PORT (plain port), DINGTALK_NGINX (nginx binary),
 -- DINGTALK_NGINX_MODULES_DIR (dir holding ndk_http_module.so, ngx_http_lua_module.so).
@@ -34,6 +45,7 @@ local tostring = tostring
 local type = type
 local error = error
 local ipairs = ipairs
+local pairs = pairs
 local floor = math.floor
 local concat = table.concat
 
@@ -324,7 +336,7 @@ end
 -------------------------------------------------------------------------------
 -- public API
 
-local function try_start(h, delay_ms)
+local function try_start(h, delay_ms, rate_limit)
     local dir = emulator_dir()
     local template = read_file(dir .. "/nginx.conf.in")
     if not template then error("cannot read " .. dir .. "/nginx.conf.in", 0) end
@@ -335,6 +347,7 @@ local function try_start(h, delay_ms)
         EMULATOR_DIR = safe_path(dir, "emulator dir"),
         MODULES_DIR = safe_path(modules, "modules dir"),
         DELAY_MS = floor(tonumber(delay_ms) or 0),
+        RATE_LIMIT = floor(tonumber(rate_limit) or 0),
     }))
     os.remove(h.prefix .. "/logs/nginx.pid")
     local errlog = h.prefix .. "/logs/error.log"
@@ -407,7 +420,7 @@ function M.start(opts)
             h.port, h.tls_port = pick_ports(want_plain, want_tls)
             h.pid = nil
             handle_fields(h)
-            local up, log = try_start(h, opts.delay_ms)
+            local up, log = try_start(h, opts.delay_ms, opts.rate_limit)
             if up then return end
             if attempt == attempts or not log:find("Address already in use", 1, true) then
                 error("nginx failed to start (ports " .. h.port .. ", " .. h.tls_port
@@ -503,17 +516,28 @@ function M.reset(h)
 end
 
 function M.configure(h, cfg)
-    return cjson.decode(call(h, "PUT", "/__emulator/config", cjson.encode(cfg or {})))
+    local r = cjson.decode(call(h, "PUT", "/__emulator/config", cjson.encode(cfg or {})))
+    r.delay_ms, r.rate_limit = int(r.delay_ms), int(r.rate_limit)
+    return r
+end
+M.config = M.configure
+
+function M.stats(h)
+    local r = cjson.decode(call(h, "GET", "/__emulator/stats"))
+    for k, v in pairs(r) do r[k] = int(v) end
+    return r
 end
 
 -------------------------------------------------------------------------------
 -- command line
 
 local USAGE = [[
-usage: control.lua start [--port N] [--tls-port N] [--prefix DIR] [--delay-ms N]
+usage: control.lua start [--port N] [--tls-port N] [--prefix DIR] [--delay-ms N] [--rate-limit N]
        control.lua stop --prefix DIR
        control.lua requests --prefix DIR
        control.lua reset --prefix DIR
+       control.lua stats --prefix DIR
+       control.lua config --prefix DIR [--delay-ms N] [--rate-limit N]
 ]]
 
 local function main(args)
@@ -533,15 +557,21 @@ local function main(args)
     local ok, err = pcall(function()
         if cmd == "start" then
             local h = M.start{ port = opts.port, tls_port = opts.tls_port,
-                prefix = opts.prefix, delay_ms = opts.delay_ms }
+                prefix = opts.prefix, delay_ms = opts.delay_ms, rate_limit = opts.rate_limit }
             io.stdout:write(describe(h))
-        elseif cmd == "stop" or cmd == "requests" or cmd == "reset" then
+        elseif cmd == "stop" or cmd == "requests" or cmd == "reset" or cmd == "stats"
+            or cmd == "config" then
             if not opts.prefix then error("--prefix DIR is required", 0) end
             if cmd == "stop" then
                 local prefix = absolute(opts.prefix):gsub("/+$", "")
                 M.stop{ prefix = prefix, pid = read_pid(prefix) }
             elseif cmd == "requests" then
                 io.stdout:write(call(M.attach(opts.prefix), "GET", "/__emulator/requests"), "\n")
+            elseif cmd == "stats" then
+                io.stdout:write(call(M.attach(opts.prefix), "GET", "/__emulator/stats"), "\n")
+            elseif cmd == "config" then
+                local cfg = { delay_ms = tonumber(opts.delay_ms), rate_limit = tonumber(opts.rate_limit) }
+                io.stdout:write(cjson.encode(M.configure(M.attach(opts.prefix), cfg)), "\n")
             else
                 M.reset(M.attach(opts.prefix))
             end

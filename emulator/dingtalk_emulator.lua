@@ -30,12 +30,15 @@ local str_format = string.format
 local str_lower = string.lower
 local math_max = math.max
 local math_min = math.min
+local math_floor = math.floor
 local io_open = io.open
 
 local _M = {}
 
 local RECORDS_DICT = "dingtalk_emulator"
 local META_DICT = "dingtalk_emulator_meta"
+-- per-reset counting: rate windows, connections seen (flushed by a reset)
+local STATS_DICT = "dingtalk_emulator_stats"
 local MAX_RECORDS = 1000
 local MAX_RECORDED_BODY = 1024 * 1024
 local JSON_TYPE = "application/json;charset=utf-8"
@@ -120,6 +123,71 @@ local function delay_ms()
     return (meta and meta:get("delay_ms")) or 0
 end
 
+local function rate_limit()
+    local meta = ngx.shared[META_DICT]
+    return (meta and meta:get("rate_limit")) or 0
+end
+
+-------------------------------------------------------------------------------
+-- load: requests in flight, connections, the per-second limit
+--
+-- The emulator runs in one nginx worker, so these counters see every
+-- request. A request counts as in flight from the start of its content
+-- handler (before the configured delay) until its log phase (_M.log), that
+-- is until nginx is done with it, whatever way it ended.
+
+local function count_in(path)
+    local meta = ngx.shared[META_DICT]
+    local stats = ngx.shared[STATS_DICT]
+    local n = meta:incr("in_flight", 1, 0)
+    ngx.ctx.emulator_in_flight = true
+    if n > (meta:get("max_in_flight") or 0) then meta:set("max_in_flight", n) end
+    meta:incr("requests", 1, 0)
+    if str_sub(path, 1, 12) == "/v1.0/robot/" then meta:incr("robot_requests", 1, 0) end
+    local conn = ngx.var.connection
+    if stats:add("c:" .. conn, true) then meta:incr("connections", 1, 0) end
+end
+
+-- The per-app, per-API limit of the platform (rate-limits.md): at most
+-- rate_limit requests per second per access token on /v1.0/robot/* routes,
+-- counted at arrival in fixed windows of one second (whole seconds of the
+-- emulator's clock). Every arrival counts, refused ones too (a client that
+-- keeps hammering stays refused until the window ends). Returns true when
+-- this request is over the limit.
+local function over_rate(path)
+    local limit = rate_limit()
+    if limit <= 0 or str_sub(path, 1, 12) ~= "/v1.0/robot/" then return false end
+    local token = ngx.req.get_headers()["x-acs-dingtalk-access-token"]
+    if type(token) == "table" then token = token[1] end
+    if type(token) ~= "string" or token == "" then return false end
+    ngx.update_time()
+    local window = math_floor(ngx.now())
+    local n = ngx.shared[STATS_DICT]:incr("rl:" .. window .. ":" .. token, 1, 0, 5)
+    return n ~= nil and n > limit
+end
+
+local function stats_json()
+    local meta = ngx.shared[META_DICT]
+    return {
+        in_flight = meta:get("in_flight") or 0,
+        max_in_flight = meta:get("max_in_flight") or 0,
+        connections = meta:get("connections") or 0,
+        requests = meta:get("requests") or 0,
+        robot_requests = meta:get("robot_requests") or 0,
+        refused = meta:get("refused") or 0,
+    }
+end
+
+local function clear_stats()
+    local meta = ngx.shared[META_DICT]
+    ngx.shared[STATS_DICT]:flush_all()
+    meta:set("max_in_flight", meta:get("in_flight") or 0)
+    meta:set("connections", 0)
+    meta:set("requests", 0)
+    meta:set("robot_requests", 0)
+    meta:set("refused", 0)
+end
+
 -------------------------------------------------------------------------------
 -- recording
 
@@ -189,20 +257,31 @@ local function control(path, method)
         return send(200, JSON_TYPE, list_records())
     elseif path == "/__emulator/requests" and method == "DELETE" then
         clear_records()
+        clear_stats()
         return send(200, JSON_TYPE, '{"ok":true}')
+    elseif path == "/__emulator/stats" and method == "GET" then
+        return send_json(200, stats_json())
     elseif path == "/__emulator/config" and method == "GET" then
-        return send_json(200, { delay_ms = delay_ms() })
+        return send_json(200, { delay_ms = delay_ms(), rate_limit = rate_limit() })
     elseif path == "/__emulator/config" and (method == "PUT" or method == "POST") then
         local ok, cfg = pcall(cjson.decode, read_body())
         if not ok or type(cfg) ~= "table" then
             return send_json(400, { error = "expected a JSON object" })
         end
+        local ms, limit = delay_ms(), rate_limit()
         if cfg.delay_ms ~= nil then
-            local ms = tonumber(cfg.delay_ms)
+            ms = tonumber(cfg.delay_ms)
             if not ms or ms < 0 then return send_json(400, { error = "bad delay_ms" }) end
-            ngx.shared[META_DICT]:set("delay_ms", ms)
         end
-        return send_json(200, { delay_ms = delay_ms() })
+        if cfg.rate_limit ~= nil then
+            limit = tonumber(cfg.rate_limit)
+            if not limit or limit < 0 or limit % 1 ~= 0 then
+                return send_json(400, { error = "bad rate_limit (a whole number, 0 = none)" })
+            end
+        end
+        ngx.shared[META_DICT]:set("delay_ms", ms)
+        ngx.shared[META_DICT]:set("rate_limit", limit)
+        return send_json(200, { delay_ms = ms, rate_limit = limit })
     end
     return send_error(404, "NotFound", "Not Found")
 end
@@ -533,6 +612,12 @@ local FLAKY = {
         return send_error(403, "Forbidden.AccessDenied.QpsLimitForApi", "调用该接口超过了QPS限流，请降低调用频率")
     end,
     ["drop"] = function() return send_raw_and_close("") end,
+    -- the per-IP block verdict with a block of 0.02 minutes (1.2 s), so a
+    -- spec can see the batch pause and go on
+    ["ipblock"] = function()
+        return send(403, JSON_TYPE, '{"status":1111,"wait":0.02,"source":"x5","punish":"deny","uuid":"'
+            .. request_id() .. '"}')
+    end,
     ["slow"] = function()
         ngx.sleep(1)
         return send(200, JSON_TYPE, '{"result":true}')
@@ -748,7 +833,18 @@ end
 function _M.init(opts)
     opts = opts or {}
     local meta = ngx.shared[META_DICT]
-    if meta then meta:set("delay_ms", tonumber(opts.delay_ms) or 0) end
+    if meta then
+        meta:set("delay_ms", tonumber(opts.delay_ms) or 0)
+        meta:set("rate_limit", tonumber(opts.rate_limit) or 0)
+    end
+end
+
+-- log phase of every request: the end of an API request's time in flight
+function _M.log()
+    if ngx.ctx.emulator_in_flight then
+        ngx.ctx.emulator_in_flight = nil
+        ngx.shared[META_DICT]:incr("in_flight", -1, 0)
+    end
 end
 
 function _M.handle()
@@ -758,6 +854,8 @@ function _M.handle()
         return control(path, method)
     end
 
+    count_in(path)
+    local refused = over_rate(path)
     local raw = read_body()
     record(raw)
     ngx.header["x-acs-request-id"] = request_id()
@@ -782,6 +880,11 @@ function _M.handle()
         if str_sub(token, 1, 15) == "numeric-invalid" then
             return send_error(400, 40014, "invalid access_token")
         end
+    end
+    if refused then
+        ngx.shared[META_DICT]:incr("refused", 1, 0)
+        return send_error(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+            "调用该接口超过了应用的QPS限流，请降低调用频率")
     end
     local args = {}
     if route.body then

@@ -14,3 +14,7 @@ $(BENCH_OUT)/lua5.4/benchclock.so: bench/clock.c
 .PHONY: bench
 bench: deps build/lua5.4/dingtalk/core.so $(BENCH_OUT)/floor $(BENCH_OUT)/lua5.4/benchclock.so   ## module vs plain-C libcurl floor on loopback (< 2 min); writes bench/out/latest.md
 	@bench/run
+
+.PHONY: bench-bulk
+bench-bulk: deps build/lua5.4/dingtalk/core.so $(BENCH_OUT)/lua5.4/benchclock.so   ## many bots against the emulator: the batch at 1/4/16/64, xargs, the limit, memory, --rate (~2 min); writes bench/out/bulk.md
+	@bench/bulk

@@ -395,13 +395,133 @@ describe("emulator", function()
         end)
 
         it("adds the configured delay to every API request", function()
-            assert.same({ delay_ms = 200 }, emulator.configure(h, { delay_ms = 200 }))
+            assert.same({ delay_ms = 200, rate_limit = 0 }, emulator.configure(h, { delay_ms = 200 }))
             local t0 = socket.gettime()
             local status = post("dingbot-ok")
             local elapsed = socket.gettime() - t0
             emulator.configure(h, { delay_ms = 0 })
             assert.equal(200, status)
             assert.is_true(elapsed >= 0.19)
+        end)
+    end)
+
+    describe("load: rate_limit and stats", function()
+        after_each(function()
+            emulator.config(h, { delay_ms = 0, rate_limit = 0 })
+        end)
+
+        -- waits for the start of a second of the clock the emulator reads
+        local function next_second()
+            local now = socket.gettime()
+            socket.sleep(math.floor(now) + 1.02 - now)
+        end
+
+        it("refuses what goes over rate_limit per token and second, as the platform does", function()
+            assert.same({ delay_ms = 0, rate_limit = 5 }, emulator.config(h, { rate_limit = 5 }))
+            next_second()
+            local got = {}
+            for i = 1, 8 do
+                local status, hdrs, body = post("dingbot-ok", { token = "tok-rl-a" })
+                got[i] = { status = status, body = cjson.decode(body), rid = hdrs["x-acs-request-id"] }
+            end
+            -- another token (app) has its own budget; the token route none
+            local other = post("dingbot-ok", { token = "tok-rl-b" })
+            local tok = call{ path = "/v1.0/oauth2/accessToken", token = false,
+                body = cjson.encode{ appKey = "app-rl", appSecret = "s" } }
+            assert.is_true(socket.gettime() % 1 < 0.9, "the burst did not fit in one second")
+            for i = 1, 5 do
+                assert.equal(200, got[i].status)
+                assert.same({ result = true }, got[i].body)
+            end
+            for i = 6, 8 do
+                assert.equal(403, got[i].status)
+                assert.equal("Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", got[i].body.code)
+                assert.is_string(got[i].body.message)
+                assert.matches(REQUEST_ID, got[i].body.requestid)
+                assert.equal(got[i].body.requestid, got[i].rid)
+            end
+            assert.equal(200, other)
+            assert.equal(200, tok)
+            local st = emulator.stats(h)
+            assert.same({ 3, 9, 10 }, { st.refused, st.robot_requests, st.requests })
+            -- the next second has a fresh budget
+            next_second()
+            assert.equal(200, (post("dingbot-ok", { token = "tok-rl-a" })))
+            assert.same({ delay_ms = 0, rate_limit = 5 }, cjson.decode(select(3, call{
+                path = "/__emulator/config", method = "GET", body = "" })))
+            -- a bad value is refused, the old one kept
+            local status = call{ path = "/__emulator/config", method = "PUT",
+                body = '{"rate_limit":-1}' }
+            assert.equal(400, status)
+            assert.same({ delay_ms = 0, rate_limit = 5 }, emulator.config(h, {}))
+        end)
+
+        it("counts requests in flight, the most at once and the connections, until a reset", function()
+            emulator.config(h, { delay_ms = 400 })
+            local socks = {}
+            for i = 1, 5 do
+                socks[i] = connect()
+                socks[i]:send(raw_request("dingbot-ok"))
+            end
+            socket.sleep(0.2)
+            local during = emulator.stats(h)
+            for i = 1, 5 do
+                local status = read_response(socks[i])
+                assert.equal("HTTP/1.1 200 OK", status)
+            end
+            -- one more request on the first connection: not a new connection
+            socks[1]:send(raw_request("dingbot-ok"))
+            read_response(socks[1])
+            for i = 1, 5 do socks[i]:close() end
+            socket.sleep(0.05)
+            local after = emulator.stats(h)
+            assert.same({ 5, 5, 5, 5 }, { during.in_flight, during.max_in_flight, during.connections,
+                during.requests })
+            assert.same({ 0, 5, 5, 6, 6, 0 }, { after.in_flight, after.max_in_flight, after.connections,
+                after.requests, after.robot_requests, after.refused })
+            emulator.reset(h)
+            assert.same({ in_flight = 0, max_in_flight = 0, connections = 0, requests = 0,
+                robot_requests = 0, refused = 0 }, emulator.stats(h))
+            -- a request that ends by a dropped connection leaves the count too
+            emulator.config(h, { delay_ms = 0 })
+            post("dingbot-ok")
+            local sock = connect()
+            sock:send(raw_request("fault-close-mid-body"))
+            sock:receive("*a")
+            sock:close()
+            socket.sleep(0.05)
+            assert.same({ 0, 1, 2 }, { emulator.stats(h).in_flight, emulator.stats(h).max_in_flight,
+                emulator.stats(h).connections })
+        end)
+
+        it("answers flaky-ipblock-N-TAG with a short per-IP block verdict N times", function()
+            local code = "flaky-ipblock-1-" .. math.floor(socket.gettime() * 1000)
+            local status, _, body = post(code)
+            assert.equal(403, status)
+            local v = cjson.decode(body)
+            assert.same({ 1111, 0.02, "deny" }, { v.status, v.wait, v.punish })
+            assert.matches(REQUEST_ID, v.uuid)
+            status, _, body = post(code)
+            assert.equal(200, status)
+            assert.same({ result = true }, cjson.decode(body))
+        end)
+
+        it("takes rate_limit at start and from the command line", function()
+            local h2 = emulator.start{ rate_limit = 7, delay_ms = 3 }
+            local ok, err = pcall(function()
+                assert.same({ delay_ms = 3, rate_limit = 7 }, emulator.config(h2, {}))
+                local lua = lua_interpreter()
+                local rc, out = sh(shell.lua_env(package.path, package.cpath) .. " " .. lua
+                    .. " emulator/control.lua config --prefix " .. q(h2.prefix) .. " --rate-limit 2")
+                assert.equal(0, rc, out)
+                assert.same({ delay_ms = 3, rate_limit = 2 }, cjson.decode(out))
+                rc, out = sh(shell.lua_env(package.path, package.cpath) .. " " .. lua
+                    .. " emulator/control.lua stats --prefix " .. q(h2.prefix))
+                assert.equal(0, rc, out)
+                assert.equal(0, cjson.decode(out).max_in_flight)
+            end)
+            emulator.stop(h2)
+            assert(ok, err)
         end)
     end)
 

@@ -52,6 +52,29 @@ local function json_doc(out)
   return cjson.decode(out)
 end
 
+-- stdout of a clear-plugins --json run: one JSON object a line
+local function json_lines(out)
+  local ok, at = valid_utf8(out)
+  assert(ok, "invalid UTF-8 at byte " .. tostring(at) .. " of: " .. out)
+  assert.matches("\n$", out)
+  local docs = {}
+  for line in out:gmatch("([^\n]*)\n") do docs[#docs + 1] = cjson.decode(line) end
+  return docs
+end
+
+-- The summary a clear-plugins run of several codes ends stderr with:
+-- { "cleared N", "already empty N", "failed N (...)", "not attempted N"[, "skipped N"] }
+local function summary(err)
+  local at = err:find("dingtalk: %d+ codes in [%d.]+ s[^\n]*:\n")
+  assert(at, "no summary in: " .. err)
+  local t = {}
+  for l in err:sub(at):gmatch("\n  ([^\n]+)") do
+    t[#t + 1] = (l:gsub("%s+", " "):gsub(" %(the platform answered false%)", "")
+                  :gsub(" %(cleared or empty in the journal%)", ""))
+  end
+  return t
+end
+
 local tmp = os.tmpname()
 local outputs = {}   -- every stdout and stderr, searched for secrets at the end
 
@@ -110,8 +133,10 @@ describe("dingtalk command", function()
     local rc, out, err = run({ "robot", "clear-plugins", "--robot-code", "dingbot-ok",
                                "--robot-code", "dingbot-plugins-a" }, env)
     assert.are.equal(0, rc, err)
-    assert.are.same({ "dingbot-ok: cleared", "dingbot-plugins-a: cleared" }, lines(out))
-    assert.are.equal("", err)
+    local got = lines(out)
+    table.sort(got)   -- in the order they finish
+    assert.are.same({ "dingbot-ok: cleared", "dingbot-plugins-a: cleared" }, got)
+    assert.are.same({ "cleared 2", "already empty 0", "failed 0", "not attempted 0" }, summary(err))
     assert.are.equal(2, seen("/v1.0/robot/plugins/clear"))
     for _, r in ipairs(emulator.requests(emu)) do
       assert.are.equal(TOKEN, r.headers["x-acs-dingtalk-access-token"])
@@ -124,26 +149,33 @@ describe("dingtalk command", function()
     f:close()
     local rc, out, err = run({ "robot", "clear-plugins", "--from", tmp .. ".codes" }, env)
     assert.are.equal(1, rc)
-    assert.are.same({ "dingbot-ok: cleared", "dingbot-plugins-b: cleared" }, lines(out))
+    local got = lines(out)
+    table.sort(got)
+    assert.are.same({ "dingbot-ok: cleared", "dingbot-plugins-b: cleared" }, got)
+    assert.are.same({ "cleared 2", "already empty 0", "failed 1 (invalidRequest.robotIsStop 1)",
+                      "not attempted 0" }, summary(err))
     local e = lines(err)
-    assert.are.equal(1, #e, "one line per error")
+    assert.are.equal(1 + 5, #e, "one line per error, then the summary")
     assert.matches("^dingtalk: dingbot%-stopped: invalidRequest%.robotIsStop %(HTTP 400%): .+ %[request [%w%-]+%]$",
                    e[1])
     assert.are.equal(3, seen("/v1.0/robot/plugins/clear"))
   end)
 
-  it("--from - reads stdin; --json gives one document for scripts", function()
-    local rc, out = run({ "robot", "clear-plugins", "--from", "-", "--json" }, env, "dingbot-ok\nfault-qps-api\n")
+  it("--from - reads stdin; --json gives one JSON line per code for scripts", function()
+    local rc, out = run({ "robot", "clear-plugins", "--from", "-", "--json" }, env, "dingbot-ok\nfault-system-error\n")
     assert.are.equal(1, rc)
-    local doc = cjson.decode(out)
-    assert.are.equal("robot clear-plugins", doc.command)
-    assert.are.equal(2, #doc.results)
-    assert.are.same({ robotCode = "dingbot-ok", ok = true, result = true }, doc.results[1])
-    local r2 = doc.results[2]
+    local docs = json_lines(out)
+    assert.are.equal(2, #docs)
+    local by = {}
+    for _, d in ipairs(docs) do by[d.robotCode] = d end
+    assert.are.same({ robotCode = "dingbot-ok", ok = true, outcome = "cleared", result = true }, by["dingbot-ok"])
+    local r2 = by["fault-system-error"]
     assert.are.equal(false, r2.ok)
-    assert.are.same({ "api", "Forbidden.AccessDenied.QpsLimitForApi", 403, true, 4 },
+    assert.are.equal("failed", r2.outcome)
+    -- (a throttling answer would pause the batch and be tried again: spec/73)
+    assert.are.same({ "api", "system.error", 500, true, 4 },
                     { r2.error.kind, r2.error.code, r2.error.status, r2.error.retryable, r2.error.attempts })
-    assert.are.equal(1 + 4, seen("/v1.0/robot/plugins/clear"))   -- the rate limit was retried
+    assert.are.equal(1 + 4, seen("/v1.0/robot/plugins/clear"))   -- the retryable error was retried
   end)
 
   it("exits 3 on a transport failure", function()
@@ -293,32 +325,38 @@ describe("dingtalk command", function()
     f:write("dingbot-ok\ndingbot-\255\254x\ndingbot-\192\175\ndingbot-\237\160\128\nfault-invalid-utf8\n")
     f:close()
     local rc, out, err = run({ "robot", "clear-plugins", "--from", tmp .. ".codes", "--json" }, env)
-    local doc = json_doc(out)
+    local docs = json_lines(out)
     local R = "\239\191\189"
-    local codes = {}
-    for i, r in ipairs(doc.results) do codes[i] = r.robotCode end
-    assert.are.same({ "dingbot-ok", "dingbot-" .. R .. R .. "x", "dingbot-" .. R .. R,
-                      "dingbot-" .. R .. R .. R, "fault-invalid-utf8" }, codes)
-    assert.are.same({ true, false, false, false, false }, { doc.results[1].ok, doc.results[2].ok,
-                    doc.results[3].ok, doc.results[4].ok, doc.results[5].ok })
-    assert.are.same({ "api", "param.illegal", 400 }, { doc.results[5].error.kind, doc.results[5].error.code,
-                                                       doc.results[5].error.status })
-    assert.is_true(rc == 1 or rc == 2, "exit " .. tostring(rc))   -- 2 if the library refuses bad codes itself
+    local by = {}
+    for _, r in ipairs(docs) do by[r.robotCode] = r end
+    assert.are.equal(5, #docs)
+    local bad = { "dingbot-" .. R .. R .. "x", "dingbot-" .. R .. R, "dingbot-" .. R .. R .. R }
+    assert.are.same({ true, "cleared" }, { by["dingbot-ok"].ok, by["dingbot-ok"].outcome })
+    for _, code in ipairs(bad) do
+      -- refused before sending, each on its own: the others still run
+      assert.are.same({ false, "failed", "argument", "argument.utf8" },
+                      { by[code].ok, by[code].outcome, by[code].error.kind, by[code].error.code })
+    end
+    local last = by["fault-invalid-utf8"]
+    assert.are.same({ "api", "param.illegal", 400 }, { last.error.kind, last.error.code, last.error.status })
+    assert.are.equal(2, rc)   -- the worst outcome: the bad codes (usage)
     assert.is_true(valid_utf8(err))
-    assert.are.equal(4, #lines(err))
-    -- the server got the good codes as they were
+    assert.are.equal(4 + 5, #lines(err))   -- one line per failure, the summary
+    -- the server got the good codes as they were, and only those
     local sent = {}
     for _, r in ipairs(emulator.requests(emu)) do sent[#sent + 1] = cjson.decode(r.body).robotCode end
-    assert.are.equal("dingbot-ok", sent[1])
-    assert.are.equal("fault-invalid-utf8", sent[#sent])
+    table.sort(sent)
+    assert.are.same({ "dingbot-ok", "fault-invalid-utf8" }, sent)
     -- the human output: valid UTF-8 as well, one line per code
     local rc2
     rc2, out, err = run({ "robot", "clear-plugins", "--from", tmp .. ".codes" }, env)
     assert.are.equal(rc, rc2)
     assert.are.equal("dingbot-ok: cleared\n", out)
     assert.is_true(valid_utf8(err), err)
-    assert.are.equal(4, #lines(err))
+    assert.are.equal(4 + 5, #lines(err))
     assert.matches("^dingtalk: dingbot%-" .. R .. R .. "x: ", lines(err)[1])
+    assert.are.same({ "cleared 1", "already empty 0", "failed 4 (argument.utf8 3, param.illegal 1)",
+                      "not attempted 0" }, summary(err))
   end)
 
   it("--insecure-http lets plain http go to a host that is not loopback", function()

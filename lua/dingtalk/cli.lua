@@ -11,14 +11,22 @@
 -- come redacted from the library, no message quotes an option value other
 -- than robot codes and file names, and every line and JSON string written
 -- is redacted once more here (a token pasted where a robot code belongs).
--- With --json, stdout gets exactly one JSON document whatever happens:
--- the results, {"error": {...}} for a usage or internal error, or
+-- With --json, stdout gets JSON whatever happens: one document with the
+-- results (query-plugins, set-plugins), one line per code (clear-plugins,
+-- as each finishes), {"error": {...}} for a usage or internal error, or
 -- {"help": "..."}; its strings are valid UTF-8 whatever the input was.
+-- clear-plugins runs as one batch (clear_plugins_many): --concurrency,
+-- --rate, --journal (resume), Ctrl-C, progress and summary are in
+-- clear_many and the functions just above it.
 local cjson = require "cjson"
 local core = require "dingtalk.core"
 local utf8_len = require("dingtalk.check").utf8_len
+local check_string = require("dingtalk.check").string
 
 local concat = table.concat
+local floor = math.floor
+local io_popen = io.popen
+local os_date = os.date
 local sort = table.sort
 local error = error
 local getmetatable = getmetatable
@@ -64,20 +72,42 @@ Options for every command:
   --retries N        retries of retryable failures (default 3; 0 turns them off)
   --insecure-http    allow plain http to a host other than loopback
                      (the token then travels in clear text)
-  --json             exactly one JSON document on stdout, for scripts, also
-                     for errors: {"error": {"kind", "code", "message", ...}}
+  --json             JSON on stdout, for scripts: one document (clear-plugins:
+                     one line per code), also for errors: {"error": {"kind",
+                     "code", "message", ...}}
   --verbose          one line per HTTP attempt on stderr
   -h, --help         this text; `dingtalk robot COMMAND --help` for a command
 
-Exit codes: 0 done, 1 the platform refused, 2 usage, 3 transport failure.
+Exit codes: 0 done, 1 the platform refused, 2 usage, 3 transport failure,
+130 interrupted (Ctrl-C).
 ]],
   ["clear-plugins"] = [[
 Usage: dingtalk robot clear-plugins --robot-code CODE [--robot-code CODE ...] [CODE ...]
        dingtalk robot clear-plugins --from FILE      (one code a line; '-' is stdin; # comments)
 
-Removes every quick entry of each bot (POST /v1.0/robot/plugins/clear) and
-reports each code: "CODE: cleared", or the error on stderr.
-Retryable failures are retried. Exit code: the worst outcome over all codes.
+Removes every quick entry of each bot (POST /v1.0/robot/plugins/clear),
+several bots at a time, and reports each code as it finishes: "CODE:
+cleared" on stdout, or the error on stderr. Retryable failures are retried;
+the platform's throttling slows the batch down and loses nothing; the
+monthly quota answer stops it (the codes left are not attempted).
+
+  --concurrency N    calls in flight at once (default 8, 1..256)
+  --rate QPS         at most QPS requests a second (default: no limit;
+                     the platform allows an app 20 a second per API)
+  --journal FILE     append one JSON line per code: robotCode, outcome
+                     (cleared, empty = the platform answered false, failed,
+                     not_attempted), code (the error code), request_id,
+                     time; a run given an existing journal skips the codes
+                     it records as cleared or empty (resume)
+  --json             one JSON line per code on stdout instead of the text:
+                     robotCode, ok, outcome (also "skipped"), result, error
+
+Ctrl-C finishes the calls in flight, writes the journal and exits 130; the
+codes not sent are "not attempted". On a terminal, stderr shows one line of
+progress (done/total, rate, failures, ETA). A summary of the run (cleared,
+already empty, failed by error code, not attempted) ends on stderr when more
+than one code was given. Exit code: the worst outcome over all codes (130
+after Ctrl-C).
 ]],
   ["query-plugins"] = [[
 Usage: dingtalk robot query-plugins --robot-code CODE [--robot-code CODE ...]
@@ -100,6 +130,9 @@ local VALUE_OPTS = { token = true, endpoint = true, ["robot-code"] = true, from 
                      file = true, timeout = true, retries = true, cafile = true }
 VALUE_OPTS["token-cache"] = true   -- a fleet's shared token cache
 local FLAG_OPTS = { json = true, verbose = true, help = true, ["insecure-http"] = true }
+-- clear-plugins only: the batch
+local BATCH_OPTS = { concurrency = true, rate = true, journal = true }
+for name in pairs(BATCH_OPTS) do VALUE_OPTS[name] = true end
 
 
 -- A usage error: raised inside main, caught there. lib: the JSON error for
@@ -355,6 +388,290 @@ local function entries_from(sys, file)
 end
 
 
+-------------------------------------------------------------------------------
+-- clear-plugins: many bots through the library's batch (clear_plugins_many):
+-- --concurrency, --rate, --journal (resume), Ctrl-C, progress, summary.
+
+_M.EXIT_INTERRUPTED = 130
+
+local DEFAULT_CONCURRENCY = 8
+local MAX_CONCURRENCY = 256
+
+local function now() return core.now() end
+
+-- "2026-12-01T04:50:07Z"
+local function utc_time() return os_date("!%Y-%m-%dT%H:%M:%SZ") end
+
+
+-- One checked number option (--rate takes fractions).
+local function positive(opts, name, hi)
+  local v = opts[name]
+  if v == nil then return nil end
+  local n = tonumber(v)
+  if not n or n ~= n or n <= 0 or n > hi then
+    usage("--" .. name .. " must be a number above 0 and at most " .. hi)
+  end
+  return n
+end
+
+
+-- The outcome of one entry of the batch: "cleared", "empty" (the platform
+-- answered false), "not_attempted" or "failed".
+local function outcome(r)
+  if r.ok then return r.result == true and "cleared" or "empty" end
+  local e = r.error
+  if type(e) == "table" and e.code == "batch.not_attempted" then return "not_attempted" end
+  return "failed"
+end
+
+
+-- The journal: one JSON object a line, appended as each code finishes.
+-- read_journal -> set of codes recorded as cleared or empty (done), and
+-- the number of lines that could not be read (a line cut short by a crash).
+local DONE = { cleared = true, empty = true }
+
+local function read_journal(sys, file)
+  local f = sys.open(file, "rb")
+  if not f then return {}, 0, nil end
+  local text = f:read("*a") or ""
+  f:close()
+  local done, bad = {}, 0
+  for line in text:gmatch("[^\n]+") do
+    local ok, v = pcall(json.decode, line)
+    if ok and type(v) == "table" and type(v.robotCode) == "string" then
+      if DONE[v.outcome] then done[v.robotCode] = true end
+    elseif str_find(line, "%S") then
+      bad = bad + 1
+    end
+  end
+  return done, bad, text
+end
+
+local function open_journal(sys, file, existing)
+  local f = sys.open(file, "ab")
+  if not f then usage("cannot write the journal " .. file) end
+  -- a last line cut short (a crash, a full disk) must not swallow the next
+  if existing and existing ~= "" and str_sub(existing, -1) ~= "\n" then f:write("\n") end
+  return f
+end
+
+local function journal_line(r, o)
+  local e = type(r.error) == "table" and r.error or nil
+  return encode{
+    robotCode = r.robotCode, outcome = o,
+    code = e and e.code or nil,
+    request_id = (e and e.request_id) or r.request_id,
+    time = utc_time(),
+  }
+end
+
+
+-- Is stderr a terminal? Asked once per run, of the shell (`test -t 2`: the
+-- child inherits our stderr; no C helper needed).
+local function stderr_is_tty(sys)
+  if sys.isatty ~= nil then return sys.isatty end
+  local p = io_popen("test -t 2 && echo y", "r")
+  if not p then return false end
+  local s = p:read("*a") or ""
+  p:close()
+  return str_find(s, "y", 1, true) ~= nil
+end
+
+
+local function clock(s)
+  s = floor(s + 0.5)
+  if s >= 3600 then return str_format("%d:%02d:%02d", floor(s / 3600), floor(s % 3600 / 60), s % 60) end
+  return str_format("%d:%02d", floor(s / 60), s % 60)
+end
+
+
+-- The one-line progress display, redrawn with \r at most 10 times a second;
+-- clear() before any other line goes to stderr.
+local function progress(sys, total, enabled)
+  local p = { done = 0, failed = 0, shown = false }
+  local t0, last = now(), -1
+  local err = sys.stderr
+  function p.draw(force)
+    if not enabled then return end
+    local t = now()
+    if not force and t - last < 0.1 then return end
+    last = t
+    local elapsed = t - t0
+    local rate = elapsed > 0 and p.done / elapsed or 0
+    local n = total()
+    local eta = rate > 0 and clock((n - p.done) / rate) or "?"
+    err:write(str_format("\r%d/%d done, %.1f/s, %d failed, ETA %s\27[K", p.done, n, rate, p.failed, eta))
+    p.shown = true
+  end
+  function p.clear()
+    if p.shown then err:write("\r\27[K") p.shown = false end
+  end
+  function p.elapsed() return now() - t0 end
+  return p
+end
+
+
+local function event_text(ev)
+  if ev.kind == "pause" then
+    local why = ev.reason == "ip_blocked"
+      and "the platform blocked this IP address (http.ip_blocked)"
+      or "the platform throttles this app"
+    return str_format("dingtalk: %s: pausing the batch for %.1f s", why, tonumber(ev.seconds) or 0)
+  elseif ev.kind == "stop" and ev.reason == "quota" then
+    return "dingtalk: the monthly call quota is used up (Forbidden.AccessDenied.ApiCountLimitForOrg): "
+      .. "stopping; the codes left are not attempted"
+  end
+  return "dingtalk: batch event: " .. tostring(ev.kind) .. " " .. tostring(ev.reason)
+end
+
+
+local function summary_lines(n, counts, by_code, skipped, elapsed, interrupted)
+  local failed = {}
+  local codes = {}
+  for code in pairs(by_code) do codes[#codes + 1] = code end
+  sort(codes)
+  for _, code in ipairs(codes) do failed[#failed + 1] = code .. " " .. by_code[code] end
+  local lines = {
+    str_format("dingtalk: %d codes in %.1f s%s:", n, elapsed, interrupted and " (interrupted)" or ""),
+    str_format("  cleared        %d", counts.cleared),
+    str_format("  already empty  %d (the platform answered false)", counts.empty),
+    str_format("  failed         %d%s", counts.failed, #failed > 0 and " (" .. concat(failed, ", ") .. ")" or ""),
+    str_format("  not attempted  %d", counts.not_attempted),
+  }
+  if skipped > 0 then
+    lines[#lines + 1] = str_format("  skipped        %d (cleared or empty in the journal)", skipped)
+  end
+  return lines
+end
+
+
+local function clear_many(sys, opts, codes, client, token)
+  local out, err = sys.stdout, sys.stderr
+  local concurrency = whole(opts, "concurrency", 1, MAX_CONCURRENCY) or DEFAULT_CONCURRENCY
+  local rate = positive(opts, "rate", 100000)
+  local max_code = require("dingtalk.robot").MAX_ROBOT_CODE
+
+  -- resume: the codes the journal records as done are not sent again
+  local journal, done, skipped = nil, {}, 0
+  if opts.journal then
+    local bad, existing
+    done, bad, existing = read_journal(sys, opts.journal)
+    if bad > 0 then
+      err:write(one_line(str_format("dingtalk: %s: %d unreadable journal lines ignored", opts.journal, bad)), "\n")
+    end
+    journal = open_journal(sys, opts.journal, existing)
+  end
+
+  local counts = { cleared = 0, empty = 0, failed = 0, not_attempted = 0 }
+  local by_code, worst = {}, 0
+  local total = #codes   -- less the skipped ones, once known
+  local prog = progress(sys, function() return total end, not opts.json and #codes > 1 and stderr_is_tty(sys))
+
+  -- one finished (or refused, or not attempted) code: output, journal, counts
+  local function report(r)
+    local o = outcome(r)
+    counts[o] = counts[o] + 1
+    local e = r.error
+    if o == "failed" then
+      local c = type(e) == "table" and e.code or "internal"
+      by_code[c] = (by_code[c] or 0) + 1
+      prog.failed = prog.failed + 1
+    end
+    if o ~= "cleared" then
+      local s = o == "empty" and 1 or severity(e)
+      if s > worst then worst = s end
+    end
+    if o ~= "not_attempted" then prog.done = prog.done + 1 end
+    if journal then
+      journal:write(journal_line(r, o), "\n")
+      journal:flush()
+    end
+    if opts.json then
+      local j = { robotCode = r.robotCode, ok = r.ok, outcome = o, result = r.result }
+      if e ~= nil then j.error = error_json(e) end
+      out:write(encode(j), "\n")
+    elseif o == "cleared" or o == "empty" then
+      out:write(one_line(r.robotCode .. (o == "cleared" and ": cleared"
+                                         or ": not cleared (the platform answered false)")), "\n")
+    end
+    if o == "failed" then
+      prog.clear()
+      local text = type(e) == "table" and str_gsub(tostring(e), "^dingtalk: ", "") or tostring(e)
+      err:write(one_line("dingtalk: " .. r.robotCode .. ": " .. text), "\n")
+    end
+    if o ~= "not_attempted" then prog.draw(prog.done == total) end
+  end
+
+  -- what is sent: codes the library would refuse are reported one by one
+  -- (an argument error each) instead of failing the whole batch
+  local todo, refused = {}, {}
+  for _, code in ipairs(codes) do
+    if done[code] then
+      skipped = skipped + 1
+      if opts.json then out:write(encode{ robotCode = code, ok = true, outcome = "skipped" }, "\n") end
+    else
+      local ok, e = pcall(check_string, { robotCode = code }, "robotCode", max_code)
+      if ok then todo[#todo + 1] = code else refused[#refused + 1] = { robotCode = code, ok = false, error = e } end
+    end
+  end
+  total = #codes - skipped
+  for _, r in ipairs(refused) do report(r) end
+
+  -- Ctrl-C: the batch finishes the calls in flight and starts no new one
+  local sigint = core.sigint
+  local interrupted = false
+  local function should_stop()
+    if not interrupted and sigint and core.interrupted() then interrupted = true end
+    return interrupted
+  end
+  local reported = {}
+  local results
+  if #todo > 0 then
+    if sigint then sigint(true) end
+    local ok, res = pcall(client.robot.clear_plugins_many, todo, {
+      token = token, concurrency = concurrency, rate = rate,
+      should_stop = should_stop,
+      on_result = function(r)
+        reported[r.robotCode] = (reported[r.robotCode] or 0) + 1
+        report(r)
+      end,
+      on_event = function(ev)
+        prog.clear()
+        err:write(one_line(event_text(ev)), "\n")
+        prog.draw(true)
+      end,
+    })
+    should_stop()
+    if sigint then sigint(false) end
+    if not ok then
+      prog.clear()
+      if journal then journal:close() end
+      -- the library refused an argument (the token, an option) before sending
+      if type(res) == "table" and res.kind == "argument" then
+        usage(str_gsub(tostring(res), "^dingtalk: ", ""),
+              { kind = res.kind, code = res.code, field = res.field, message = tostring(res.message) })
+      end
+      error(res, 0)
+    end
+    results = res
+  end
+  -- the codes the batch did not finish (not attempted): reported once each
+  for _, r in ipairs(results or {}) do
+    local n = reported[r.robotCode]
+    if n and n > 0 then reported[r.robotCode] = n - 1 else report(r) end
+  end
+  prog.clear()
+  if journal then journal:close() end
+  if #codes > 1 or skipped > 0 then
+    for _, line in ipairs(summary_lines(#codes, counts, by_code, skipped, prog.elapsed(), interrupted)) do
+      err:write(one_line(line), "\n")
+    end
+  end
+  if interrupted then return _M.EXIT_INTERRUPTED end
+  return worst
+end
+
+
 local COMMANDS = { ["clear-plugins"] = true, ["query-plugins"] = true, ["set-plugins"] = true }
 
 local function run(argv, sys, st)
@@ -381,11 +698,20 @@ local function run(argv, sys, st)
   if opts.help then return help(HELP[cmd]) end
   if opts.from and cmd ~= "clear-plugins" then usage("--from is for clear-plugins") end
   if opts.file and cmd ~= "set-plugins" then usage("--file is for set-plugins") end
+  for name in pairs(BATCH_OPTS) do
+    if opts[name] and cmd ~= "clear-plugins" then usage("--" .. name .. " is for clear-plugins") end
+  end
   if cmd == "set-plugins" and not opts.file then usage("set-plugins needs --file entries.json") end
 
   local codes = robot_codes(sys, words, opts, false)
   local entries = cmd == "set-plugins" and entries_from(sys, opts.file) or nil
   local client, token = make_client(sys, opts)
+  if cmd == "clear-plugins" then
+    local ok, rc = pcall(clear_many, sys, opts, codes, client, token)
+    client:close()
+    if not ok then error(rc, 0) end
+    return rc
+  end
   local results, worst = array{}, 0
   for _, code in ipairs(codes) do
     local args = { robotCode = code, token = token }
@@ -440,7 +766,8 @@ end
 
 
 -- main(argv [, sys]) -> exit code. sys (for tests): getenv, stdout,
--- stderr, stdin, open, new (dingtalk.new).
+-- stderr, stdin, open, new (dingtalk.new), isatty (stderr is a terminal:
+-- the progress display; asked of the shell when not given).
 function _M.main(argv, sys)
   sys = sys or {}
   local s = {
@@ -450,7 +777,10 @@ function _M.main(argv, sys)
     stdin = sys.stdin or io.stdin,
     open = sys.open or io.open,
     new = sys.new or require("dingtalk").new,
+    isatty = sys.isatty,
   }
+  -- a stderr given in-process is no terminal unless said so
+  if s.isatty == nil and sys.stderr ~= nil then s.isatty = false end
   local saved = active
   local function secret(name)
     local v = s.getenv(name)
