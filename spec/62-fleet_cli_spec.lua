@@ -111,7 +111,9 @@ describe("dingtalk --token-cache", function()
     local rc, out, err = run({ "robot", "clear-plugins", "--robot-code", "dingbot-ok", "--json" },
                              creds(k, { DINGTALK_TOKEN_CACHE = "redis://127.0.0.1:" .. port }))
     assert.are.equal(0, rc, err)
-    assert.is_true(cjson.decode(out).results[1].ok)
+    -- clear-plugins --json: one JSON line per code
+    local line = cjson.decode(out:match("^[^\n]*"))
+    assert.are.same({ "dingbot-ok", true, "cleared" }, { line.robotCode, line.ok, line.outcome })
     assert.are.equal(1, fetches(k))
   end)
 

@@ -367,6 +367,10 @@ describe("core.multi", function()
     assert.are.equal(1, m:active())
     r = m:wait(5000)
     assert.are.equal(1, #r)
+    -- with the request id the server gave it, as client:last() would
+    local reqs = emulator.requests(emu)
+    assert.are.equal(reqs[#reqs].requestid, r[1].request_id)
+    r[1].request_id = nil
     assert.are.same({ slot = 1, ok = true, result = true }, r[1])
     assert.are.equal(0, m:active())
     m:close()

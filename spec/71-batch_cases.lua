@@ -25,7 +25,7 @@ local function plain(err)
 end
 
 local function entry(r)
-  local e = { robotCode = r.robotCode, ok = r.ok, result = r.result, keys = {} }
+  local e = { robotCode = r.robotCode, ok = r.ok, result = r.result, request_id = r.request_id, keys = {} }
   for k in pairs(r) do e.keys[#e.keys + 1] = k end
   table.sort(e.keys)
   if r.error ~= nil then
@@ -171,7 +171,8 @@ function M.define(ctx)
     for _, r in ipairs(emulator.requests(ctx.emu())) do
       if r.path == (path or CLEAR) then
         list[#list + 1] = { code = cjson.decode(r.body).robotCode, connection = r.connection,
-                            time = r.time, token = r.headers["x-acs-dingtalk-access-token"] }
+                            time = r.time, token = r.headers["x-acs-dingtalk-access-token"],
+                            requestid = r.requestid }
       end
     end
     return list
@@ -195,7 +196,7 @@ function M.define(ctx)
     for i, code in ipairs(codes) do
       local r = out.results[i]
       assert.are.equal(code, r.robotCode)
-      assert.are.same({ "ok", "result", "robotCode" }, r.keys)
+      assert.are.same({ "ok", "request_id", "result", "robotCode" }, r.keys)
       assert.is_true(r.ok)
       assert.are.equal(code ~= "dingbot-false", r.result, code)
     end
@@ -209,6 +210,12 @@ function M.define(ctx)
     -- what the server received: each code once, with the token
     local got = received()
     assert.are.equal(12, #got)
+    -- a good answer's request id is the one the server gave that code
+    local rid = {}
+    for _, g in ipairs(got) do rid[g.code] = rid[g.code] or {} rid[g.code][g.requestid] = true end
+    for i, code in ipairs(codes) do
+      assert.is_true(rid[code][out.results[i].request_id] == true, code)
+    end
     local n = count_of(got)
     assert.are.equal(2, n["dingbot-false"])
     for i = 1, 12 do

@@ -37,6 +37,8 @@ describe("clear_plugins_many (libcurl multi)", function()
     dingtalk.configure{ endpoint = emu.url }
     local res = dingtalk.robot.clear_plugins_many({ "dingbot-false", "dingbot-stopped" },
                                                   { token = "tok-batch-spec-0123456789abcdef" })
+    assert.is_string(res[1].request_id)
+    res[1].request_id = nil
     assert.are.same({ robotCode = "dingbot-false", ok = true, result = false }, res[1])
     assert.are.same({ "dingbot-stopped", false, "invalidRequest.robotIsStop" },
                     { res[2].robotCode, res[2].ok, res[2].error.code })

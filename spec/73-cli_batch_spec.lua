@@ -212,8 +212,9 @@ describe("dingtalk robot clear-plugins, many bots", function()
       local keys = {}
       for k in pairs(e) do keys[#keys + 1] = k end
       table.sort(keys)
-      assert.are.same({ "outcome", "robotCode", "time" }, keys)
+      assert.are.same({ "outcome", "request_id", "robotCode", "time" }, keys)
       assert.are.equal("cleared", e.outcome)
+      assert.is_true(request_ids(e.robotCode)[e.request_id], "the request id the emulator gave")
       local at = epoch(e.time)
       assert.is_true(at >= t0 - 1 and at <= t1 + 1, e.time)
     end

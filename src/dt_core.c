@@ -407,8 +407,9 @@ static const char *string_at(lua_State *L, int i, size_t *len) {
   return lua_type(L, i) == LUA_TSTRING ? lua_tolstring(L, i, len) : NULL;
 }
 
-/* Pushes the array of finished slots: { slot = i, ok = true, result = r }
-** or { slot = i, ok = false, error = e }, mapped as client:post maps. Run
+/* Pushes the array of finished slots: { slot = i, ok = true, result = r,
+** request_id = id } or { slot = i, ok = false, error = e }, mapped as
+** client:post maps (the id cleaned and redacted like an error's). Run
 ** under lua_pcall by multi_wait (see client_post for why); reads only. */
 static int push_finished(lua_State *L) {
   dt_multi *m = (dt_multi *)lua_touserdata(L, 1);
@@ -445,6 +446,15 @@ static int push_finished(lua_State *L) {
       r.result_field = string_at(L, 7, &flen);
       r.secrets = sec;
       dt_map_push(L, &r);            /* 8, 9 */
+    }
+    if (lua_toboolean(L, 8)) {      /* a good answer's request id, as last() gives it */
+      const char *rid = sl->http.hdr.request_id[0] ? sl->http.hdr.request_id
+                                                   : sl->http.hdr.trace_id;
+      char buf[DT_RID_MAX + 1];
+      if (rid[0]) {
+        lua_pushlstring(L, buf, dt_clean_rid(buf, rid, strlen(rid), &sec));
+        lua_setfield(L, 4, "request_id");
+      }
     }
     lua_pushboolean(L, lua_toboolean(L, 8));
     lua_setfield(L, 4, "ok");
@@ -611,6 +621,20 @@ static int core_redact(lua_State *L) {
   return 1;
 }
 
+/* core.request_id(s, secret [, secret2]) -> s cleaned, redacted and cut
+** as errors and client:last() give a header request id. For transports
+** other than libcurl (a good answer's id in a batch). */
+static int core_request_id(lua_State *L) {
+  dt_secrets sec;
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char buf[DT_RID_MAX + 1];
+  opt_secret(L, 2, &sec, 0);
+  opt_secret(L, 3, &sec, 1);
+  lua_pushlstring(L, buf, dt_clean_rid(buf, s, len, &sec));
+  return 1;
+}
+
 static const char *header_field(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
   return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
@@ -764,6 +788,7 @@ static const luaL_Reg core_functions[] = {
   {"new_client", core_new_client},
   {"map", core_map},
   {"redact", core_redact},
+  {"request_id", core_request_id},
   {"error", core_error},
   {"is_error", core_is_error},
   {"printable", core_printable},

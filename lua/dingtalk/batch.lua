@@ -134,10 +134,12 @@ function _M.run(client, codes, job)
     if on_event then pcall(on_event, ev) end   -- a failing hook never fails the batch
   end
 
-  local function finish(i, ok, v)
+  -- rid: the request id of a good answer, when the transport has one (the
+  -- journal of an operator run records it)
+  local function finish(i, ok, v, rid)
     local r
     if ok then
-      r = { robotCode = codes[i], ok = true, result = v }
+      r = { robotCode = codes[i], ok = true, result = v, request_id = rid }
     else
       if type(v) == "table" and attempts[i] then v.attempts = attempts[i] end
       r = { robotCode = codes[i], ok = false, error = v }
@@ -247,10 +249,10 @@ function _M.run(client, codes, job)
         end
       end
       if ev then
-        ev.status = 200
+        ev.status, ev.request_id = 200, d.request_id
         hook(ev)
       end
-      return finish(i, true, d.result)
+      return finish(i, true, d.result, d.request_id)
     end
     local err = d.error
     if tokens and type(err) == "table" then tokens.redact(err) end

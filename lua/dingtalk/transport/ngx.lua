@@ -572,7 +572,11 @@ local function send(client, path, token, body, result_field, method, once, secre
     return nil, headers
   end
   if reuse and not once then st.sock:setkeepalive() else st.sock:close() end
-  return core.map(status, headers, data, result_field, token, secret)
+  local ok, res = core.map(status, headers, data, result_field, token, secret)
+  -- a batch slot also wants a good answer's request id (the journal keeps it)
+  local rid = slot and ok and (headers["x-acs-request-id"] or headers["x-acs-trace-id"])
+  if rid and rid ~= "" then return ok, res, core.request_id(rid, token, secret) end
+  return ok, res
 end
 
 function _M.post(client, path, token, body, result_field, method, once, secret)
@@ -590,14 +594,14 @@ end
 -- later would resume the batch's coroutine wherever it then is (in a
 -- cosocket read of the token fetch, say) with that thread's values.
 local function one(self, slot, path, token, body, result_field)
-  local ok, done, res = pcall(send, self.client, path, token, body, result_field, "POST", false,
-                              self.secret, slot)
+  local ok, done, res, rid = pcall(send, self.client, path, token, body, result_field, "POST", false,
+                                   self.secret, slot)
   if not ok then
     done, res = false, core.error{ kind = "transport", code = "transport.other", retryable = false,
                                    message = "the request raised: " .. tostring(done) }
   end
   self.sema:post(1)   -- no yield from here to the end: ended when the waiter runs
-  return slot, done, res
+  return slot, done, res, rid
 end
 
 local batch = {}
@@ -633,7 +637,7 @@ function batch:reap(out)
     -- thread that ended and was not waited for yet
     local status = co_status(th)
     if status == "zombie" or status == "dead" then
-      local ran, s, ok, res = ngx.thread.wait(th)
+      local ran, s, ok, res, rid = ngx.thread.wait(th)
       self.threads[slot] = nil
       self.count = self.count - 1
       if not ran or s ~= slot then   -- cannot happen (one() catches), but never lose a slot
@@ -641,7 +645,7 @@ function batch:reap(out)
                                      message = "the request's light thread failed: " .. tostring(s) }
       end
       if ok then
-        out[#out + 1] = { slot = slot, ok = true, result = res }
+        out[#out + 1] = { slot = slot, ok = true, result = res, request_id = rid }
       else
         out[#out + 1] = { slot = slot, ok = false, error = res }
       end
