@@ -9,7 +9,6 @@ local cjson = require "cjson"
 local socket = require "socket"
 local emulator = require "spec.helpers.emulator"
 local openresty = require "spec.helpers.openresty"
-local q = require("spec.helpers.shell").q
 
 local TOKEN_PATH = "/v1.0/oauth2/accessToken"
 local CLEAR_PATH = "/v1.0/robot/plugins/clear"
@@ -32,43 +31,7 @@ end
 
 -- the example in its layout, 4 workers, on a free port; env for nginx
 local function start(emu, env)
-  local root = capture("pwd"):gsub("%s+$", "")
-  local o = { prefix = capture("mktemp -d -t dingtalk-openresty.XXXXXX"):gsub("%s+$", "") }
-  assert(o.prefix:match("^/tmp/dingtalk%-openresty%."))
-  assert(os.execute("mkdir -p " .. q(o.prefix .. "/conf") .. " " .. q(o.prefix .. "/logs") .. " "
-    .. q(o.prefix .. "/temp") .. " && chmod 755 " .. q(o.prefix)
-    .. " && ln -s " .. q(root .. "/lua") .. " " .. q(o.prefix .. "/lua")
-    .. " && ln -s " .. q(root .. "/build/luajit") .. " " .. q(o.prefix .. "/lib")
-    .. " && ln -s " .. q(root .. "/examples/openresty") .. " " .. q(o.prefix .. "/handlers")
-    .. " && cp " .. q(emu.cafile) .. " " .. q(o.prefix .. "/conf/dingtalk-ca.pem")))
-  local conf = assert(read_file(root .. "/examples/openresty/nginx.conf"))
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  o.port = tonumber(port)
-  local n1, n2
-  conf, n1 = conf:gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. o.port .. ";")
-  conf, n2 = conf:gsub("\nworker_processes auto;", "\nworker_processes 4;")
-  assert(n1 == 1 and n2 == 1, "the example's listen or worker_processes line changed")
-  local f = assert(io.open(o.prefix .. "/conf/nginx.conf", "wb"))
-  f:write(conf)
-  f:close()
-  local vars = {}
-  for k, v in pairs(env) do vars[#vars + 1] = k .. "=" .. q(v) end
-  assert(os.execute(table.concat(vars, " ") .. " nginx -p " .. q(o.prefix .. "/") .. " -c conf/nginx.conf"
-    .. " -e logs/error.log </dev/null >>" .. q(o.prefix .. "/logs/stdout.log") .. " 2>&1"))
-  local deadline = socket.gettime() + 5
-  repeat
-    o.pid = o.pid or tonumber((read_file(o.prefix .. "/logs/nginx.pid") or ""):match("%d+"))
-    local c = socket.tcp()
-    c:settimeout(0.2)
-    local up = c:connect("127.0.0.1", o.port)
-    c:close()
-    if o.pid and up then return o end
-    socket.sleep(0.02)
-  until socket.gettime() > deadline
-  openresty.stop(o)
-  error("nginx did not start: " .. tostring(read_file(o.prefix .. "/logs/error.log")))
+  return openresty.start_example{ cafile = emu.cafile, workers = 4, env = env }
 end
 
 describe("nginx with 4 workers and a shared dict", function()

@@ -5,14 +5,12 @@
 --
 -- Two nginx instances: the emulator, and one that loads the module (the
 -- LuaJIT build) and runs the cases; spec.helpers.openresty stops it.
-local socket = require "socket"
 local http = require "socket.http"
 local ltn12 = require "ltn12"
 local cjson = require "cjson"
 local emulator = require "spec.helpers.emulator"
 local openresty = require "spec.helpers.openresty"
 local cases = require "spec.71-batch_cases"
-local q = require("spec.helpers.shell").q
 
 -- POST /batch with the case's parameters as JSON: runs it in this request
 -- (content phase), or with ?timer=1 in a zero-delay timer whose outcome
@@ -76,60 +74,9 @@ local function readable(path)
   return f ~= nil
 end
 
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function capture(cmd)
-  local p = io.popen(cmd, "r")
-  local s = p:read("*a") or ""
-  p:close()
-  return s
-end
-
-local function execute(cmd)
-  local a = os.execute(cmd)
-  return a == true or a == 0
-end
-
 -- nginx in a prefix the helper's stop() knows (it removes it), on a free port.
 local function start()
-  local root = capture("pwd"):gsub("%s+$", "")
-  local o = { prefix = capture("mktemp -d -t dingtalk-openresty.XXXXXX"):gsub("%s+$", "") }
-  assert(o.prefix:match("^/tmp/dingtalk%-openresty%."), "mktemp failed")
-  assert(execute("mkdir -p " .. q(o.prefix .. "/conf") .. " " .. q(o.prefix .. "/logs") .. " "
-    .. q(o.prefix .. "/temp") .. " && chmod 755 " .. q(o.prefix)))
-  write_file(o.prefix .. "/batch.lua", HANDLER)
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  o.port = tonumber(port)
-  local vars = { ROOT = root, PORT = o.port, PREFIX = o.prefix,
-                 MODULES = os.getenv("DINGTALK_NGINX_MODULES_DIR") or "/usr/lib/nginx/modules" }
-  write_file(o.prefix .. "/conf/nginx.conf", (CONF:gsub("%${([%w_]+)}", function(k)
-    return tostring(assert(vars[k], k))
-  end)))
-  execute("nginx -p " .. q(o.prefix .. "/") .. " -c conf/nginx.conf -e logs/error.log </dev/null >>"
-    .. q(o.prefix .. "/logs/stdout.log") .. " 2>&1")
-  local deadline = socket.gettime() + 5
-  repeat
-    local f = io.open(o.prefix .. "/logs/nginx.pid", "rb")
-    if f then
-      o.pid = tonumber((f:read("*a") or ""):match("%d+"))
-      f:close()
-    end
-    local c = socket.tcp()
-    c:settimeout(0.2)
-    local up = c:connect("127.0.0.1", o.port)
-    c:close()
-    if o.pid and up then return o end
-    socket.sleep(0.02)
-  until socket.gettime() > deadline
-  local log = openresty.error_log(o)
-  openresty.stop(o)
-  error("nginx did not start:\n" .. log, 2)
+  return openresty.start_conf(CONF, { ["batch.lua"] = HANDLER })
 end
 
 local function call(nginx, params, timer)

@@ -381,10 +381,26 @@ function M.start(opts)
   end)
 end
 
--- examples/openresty/nginx.conf as it stands (only its port changed), in
--- the layout its header describes: lua/, lib/ and handlers/ link into the
--- repo, conf/dingtalk-ca.pem is opts.cafile. opts.endpoint and opts.token
--- go in through the environment (DINGTALK_ENDPOINT, DINGTALK_TOKEN).
+-- A spec's own nginx: conf is a template with ${ROOT} (the repo),
+-- ${PORT}, ${PREFIX} and ${MODULES} (nginx's module directory); files
+-- (name -> text) are written into the prefix first, e.g. a handler the
+-- conf loads with content_by_lua_file ${PREFIX}/name.lua.
+function M.start_conf(conf, files)
+  local o = new_prefix()
+  for name, text in pairs(files or {}) do write_file(o.prefix .. "/" .. name, text) end
+  local modules = os.getenv("DINGTALK_NGINX_MODULES_DIR") or "/usr/lib/nginx/modules"
+  return boot(o, function(port)
+    local vars = { ROOT = o.root, PORT = port, PREFIX = o.prefix, MODULES = modules }
+    return (conf:gsub("%${([%w_]+)}", function(k) return tostring(assert(vars[k], k)) end))
+  end)
+end
+
+-- examples/openresty/nginx.conf as it stands (only its port changed, and
+-- its worker count to opts.workers if given), in the layout its header
+-- describes: lua/, lib/ and handlers/ link into the repo,
+-- conf/dingtalk-ca.pem is opts.cafile. opts.endpoint and opts.token go in
+-- through the environment (DINGTALK_ENDPOINT, DINGTALK_TOKEN), and so does
+-- opts.env (name -> value).
 function M.start_example(opts)
   local o = new_prefix()
   local conf = assert(read_file(o.root .. "/examples/openresty/nginx.conf"), "no example nginx.conf")
@@ -392,11 +408,17 @@ function M.start_example(opts)
     .. " && ln -s " .. q(o.root .. "/build/luajit") .. " " .. q(o.prefix .. "/lib")
     .. " && ln -s " .. q(o.root .. "/examples/openresty") .. " " .. q(o.prefix .. "/handlers")
     .. " && cp " .. q(opts.cafile) .. " " .. q(o.prefix .. "/conf/dingtalk-ca.pem")))
+  local env = { "DINGTALK_ENDPOINT=" .. q(opts.endpoint or ""), "DINGTALK_TOKEN=" .. q(opts.token or "") }
+  for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. q(v) end
   return boot(o, function(port)
     local out, n = conf:gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. port .. ";")
     assert(n == 1, "the example's listen line changed")
+    if opts.workers then
+      out, n = out:gsub("\nworker_processes auto;", "\nworker_processes " .. opts.workers .. ";")
+      assert(n == 1, "the example's worker_processes line changed")
+    end
     return out
-  end, "DINGTALK_ENDPOINT=" .. q(opts.endpoint or "") .. " DINGTALK_TOKEN=" .. q(opts.token or ""))
+  end, table.concat(env, " "))
 end
 
 -- Graceful stop of the master and its worker; kill -9 if that hangs.
