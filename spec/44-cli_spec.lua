@@ -7,42 +7,8 @@ local emulator = require "spec.helpers.emulator"
 local TOKEN = "tok-cli-spec-Hq8-0123456789abcdef"
 local SECRET = "sec-cli-spec-Zr4-app-secret-abcdef"
 
-local shell = require "spec.helpers.shell"
-
-local LUA, q = shell.LUA, shell.q
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
--- Strictly well-formed UTF-8 (Unicode table 3-7: no overlong form, no
--- surrogate, nothing past U+10FFFF), written apart from the command's own.
-local UTF8_SEQ = { "[\194-\223][\128-\191]", "\224[\160-\191][\128-\191]",
-                   "[\225-\236\238\239][\128-\191][\128-\191]", "\237[\128-\159][\128-\191]",
-                   "\240[\144-\191][\128-\191][\128-\191]",
-                   "[\241-\243][\128-\191][\128-\191][\128-\191]",
-                   "\244[\128-\143][\128-\191][\128-\191]" }
-local function valid_utf8(s)
-  local i = 1
-  while i <= #s do
-    if s:byte(i) < 128 then
-      i = i + 1
-    else
-      local e
-      for _, p in ipairs(UTF8_SEQ) do
-        e = select(2, s:find("^" .. p, i))
-        if e then break end
-      end
-      if not e then return false, i end
-      i = e + 1
-    end
-  end
-  return true
-end
+local clih = require "spec.helpers.cli"
+local valid_utf8, json_lines, summary = clih.valid_utf8, clih.json_lines, clih.summary
 
 -- stdout of a --json run: exactly one JSON document, one line, valid UTF-8
 local function json_doc(out)
@@ -52,54 +18,8 @@ local function json_doc(out)
   return cjson.decode(out)
 end
 
--- stdout of a clear-plugins --json run: one JSON object a line
-local function json_lines(out)
-  local ok, at = valid_utf8(out)
-  assert(ok, "invalid UTF-8 at byte " .. tostring(at) .. " of: " .. out)
-  assert.matches("\n$", out)
-  local docs = {}
-  for line in out:gmatch("([^\n]*)\n") do docs[#docs + 1] = cjson.decode(line) end
-  return docs
-end
-
--- The summary a clear-plugins run of several codes ends stderr with:
--- { "cleared N", "already empty N", "failed N (...)", "not attempted N"[, "skipped N"] }
-local function summary(err)
-  local at = err:find("dingtalk: %d+ codes in [%d.]+ s[^\n]*:\n")
-  assert(at, "no summary in: " .. err)
-  local t = {}
-  for l in err:sub(at):gmatch("\n  ([^\n]+)") do
-    t[#t + 1] = (l:gsub("%s+", " "):gsub(" %(the platform answered false%)", "")
-                  :gsub(" %(cleared or empty in the journal%)", ""))
-  end
-  return t
-end
-
-local tmp = os.tmpname()
-local outputs = {}   -- every stdout and stderr, searched for secrets at the end
-
--- run(args, env [, stdin]) -> exit code, stdout, stderr
-local function run(args, env, stdin)
-  local parts = { shell.lua_env("./lua/?.lua;./lua/?/init.lua;" .. package.path, package.cpath,
-                                { "DINGTALK_ACCESS_TOKEN", "DINGTALK_APP_KEY", "DINGTALK_APP_SECRET",
-                                  "DINGTALK_ENDPOINT", "DINGTALK_CAFILE", "http_proxy", "HTTP_PROXY",
-                                  "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY" }) }
-  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
-  parts[#parts + 1] = LUA .. " bin/dingtalk"
-  for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
-  local cmd = table.concat(parts, " ")
-  if stdin then
-    local f = assert(io.open(tmp .. ".in", "wb")); f:write(stdin); f:close()
-    cmd = cmd .. " <" .. q(tmp .. ".in")
-  else
-    cmd = cmd .. " </dev/null"
-  end
-  os.execute(cmd .. " >" .. q(tmp .. ".out") .. " 2>" .. q(tmp .. ".err") .. "; echo $? >" .. q(tmp .. ".rc"))
-  local out, err = read(tmp .. ".out"), read(tmp .. ".err")
-  outputs[#outputs + 1] = out
-  outputs[#outputs + 1] = err
-  return tonumber(read(tmp .. ".rc")), out, err
-end
+local runner = clih.new()
+local tmp, outputs, run = runner.tmp, runner.outputs, runner.run   -- outputs: searched for secrets at the end
 
 local function lines(s)
   local t = {}
@@ -115,8 +35,7 @@ describe("dingtalk command", function()
     env = { DINGTALK_ENDPOINT = emu.url, DINGTALK_ACCESS_TOKEN = TOKEN }
   end)
   teardown(function()
-    for _, ext in ipairs{ ".out", ".err", ".rc", ".in", ".json", ".codes" } do os.remove(tmp .. ext) end
-    os.remove(tmp)
+    runner.cleanup{ ".json", ".codes" }
     if emu then emulator.stop(emu) end
   end)
   before_each(function() emulator.reset(emu) end)

@@ -6,35 +6,12 @@ local cjson = require "cjson"
 local dingtalk = require "dingtalk"
 local emulator = require "spec.helpers.emulator"
 local redis = require "spec.helpers.redis"
-local shell = require "spec.helpers.shell"
-local q = shell.q
 
 local SECRET = "sec-cli-fleet-3b9e-secret-value"
 local TOKEN_PATH = "/v1.0/oauth2/accessToken"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local tmp = os.tmpname()
-
--- run(args, env) -> exit code, stdout, stderr
-local function run(args, env)
-  local r = redis.root()
-  local parts = { shell.lua_env(r .. "/lua/?.lua;" .. package.path, package.cpath,
-                                { "DINGTALK_ACCESS_TOKEN", "DINGTALK_APP_KEY", "DINGTALK_APP_SECRET",
-                                  "DINGTALK_ENDPOINT", "DINGTALK_CAFILE", "DINGTALK_TOKEN_CACHE" }) }
-  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
-  parts[#parts + 1] = shell.LUA .. " bin/dingtalk"
-  for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
-  os.execute(table.concat(parts, " ") .. " </dev/null >" .. q(tmp .. ".out") .. " 2>" .. q(tmp .. ".err")
-    .. "; echo $? >" .. q(tmp .. ".rc"))
-  return tonumber(read(tmp .. ".rc")), read(tmp .. ".out"), read(tmp .. ".err")
-end
+local runner = require("spec.helpers.cli").new()
+local run = runner.run   -- run(args, env) -> exit code, stdout, stderr
 
 describe("dingtalk --token-cache", function()
   local emu, rh
@@ -47,7 +24,7 @@ describe("dingtalk --token-cache", function()
   teardown(function()
     if rh then redis.stop(rh) end
     if emu then emulator.stop(emu) end
-    for _, ext in ipairs{ "", ".out", ".err", ".rc" } do os.remove(tmp .. ext) end
+    runner.cleanup()
   end)
   before_each(function() emulator.reset(emu) end)
 

@@ -7,30 +7,13 @@ local socket = require "socket"
 local emulator = require "spec.helpers.emulator"
 local shell = require "spec.helpers.shell"
 
-local LUA, q = shell.LUA, shell.q
+local q = shell.q
 local TOKEN = "tok-batch-spec-Wm3-0123456789abcdef"
 local REQUEST_ID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 local TIME = "^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)Z$"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function lines(s)
-  local t = {}
-  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
-  return t
-end
+local clih = require "spec.helpers.cli"
+local read, write, lines, summary, command = clih.read, clih.write, clih.lines, clih.summary, clih.command
 
 local function json_lines(s)
   local t = {}
@@ -47,18 +30,6 @@ local function by_code(list)
   return t
 end
 
--- { "cleared N", "already empty N", "failed N (...)", "not attempted N"[, "skipped N"] }
-local function summary(err)
-  local at = err:find("dingtalk: %d+ codes in [%d.]+ s[^\n]*:\n")
-  assert(at, "no summary in: " .. err)
-  local t = {}
-  for l in err:sub(at):gmatch("\n  ([^\n]+)") do
-    t[#t + 1] = (l:gsub("%s+", " "):gsub(" %(the platform answered false%)", "")
-                  :gsub(" %(cleared or empty in the journal%)", ""))
-  end
-  return t
-end
-
 -- seconds since the epoch of a journal time (UTC)
 local function epoch(s)
   local y, mo, d, h, mi, se = s:match(TIME)
@@ -70,29 +41,8 @@ local function epoch(s)
   return t + os.difftime(now, os.time(os.date("!*t", now)))
 end
 
-local tmp = os.tmpname()
-local outputs = {}
-
-local function command(args, env)
-  local parts = { shell.lua_env("./lua/?.lua;./lua/?/init.lua;" .. package.path, package.cpath,
-                                { "DINGTALK_ACCESS_TOKEN", "DINGTALK_APP_KEY", "DINGTALK_APP_SECRET",
-                                  "DINGTALK_ENDPOINT", "DINGTALK_CAFILE", "http_proxy", "HTTP_PROXY",
-                                  "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY" }) }
-  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
-  parts[#parts + 1] = LUA .. " bin/dingtalk"
-  for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
-  return table.concat(parts, " ")
-end
-
--- run(args, env) -> exit code, stdout, stderr
-local function run(args, env)
-  os.execute(command(args, env) .. " </dev/null >" .. q(tmp .. ".out") .. " 2>" .. q(tmp .. ".err")
-             .. "; echo $? >" .. q(tmp .. ".rc"))
-  local out, err = read(tmp .. ".out"), read(tmp .. ".err")
-  outputs[#outputs + 1] = out
-  outputs[#outputs + 1] = err
-  return tonumber(read(tmp .. ".rc")), out, err
-end
+local runner = clih.new()
+local tmp, outputs, run = runner.tmp, runner.outputs, runner.run
 
 -- the journal's text (searched for the token at the end too)
 local function journal()
@@ -114,8 +64,7 @@ describe("dingtalk robot clear-plugins, many bots", function()
     env = { DINGTALK_ENDPOINT = emu.url, DINGTALK_ACCESS_TOKEN = TOKEN }
   end)
   teardown(function()
-    for _, ext in ipairs{ ".out", ".err", ".rc", ".codes", ".journal", ".pid" } do os.remove(tmp .. ext) end
-    os.remove(tmp)
+    runner.cleanup{ ".codes", ".journal", ".pid" }
     if emu then emulator.stop(emu) end
   end)
   before_each(function()
