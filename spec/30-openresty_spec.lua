@@ -107,7 +107,7 @@ local function assert_expected(sc, res)
 end
 
 
-describe("OpenResty (lua-nginx-module)", function()
+describe("OpenResty (lua-nginx-module) #nginx", function()
   local emu, nginx, dns
 
   setup(function()

@@ -100,7 +100,7 @@ local function start()
 end
 
 
-describe("OpenResty: a killed token fetch", function()
+describe("OpenResty: a killed token fetch #nginx", function()
   local emu, nginx
 
   setup(function()

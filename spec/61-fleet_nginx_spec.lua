@@ -34,7 +34,7 @@ local function start(emu, env)
   return openresty.start_example{ cafile = emu.cafile, workers = 4, env = env }
 end
 
-describe("nginx with 4 workers and a shared dict", function()
+describe("nginx with 4 workers and a shared dict #nginx", function()
   local emu, ngx_
 
   setup(function()

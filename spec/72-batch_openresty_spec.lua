@@ -103,7 +103,7 @@ end
 
 
 for _, where in ipairs{ "content", "timer" } do
-  describe("clear_plugins_many inside nginx (cosockets, " .. where .. ")", function()
+  describe("clear_plugins_many inside nginx (cosockets, " .. where .. ") #nginx", function()
     local emu, nginx
 
     setup(function()

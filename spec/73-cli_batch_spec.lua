@@ -337,7 +337,7 @@ describe("dingtalk robot clear-plugins, many bots", function()
     assert.are.equal(2, s["flaky-ipblock-1-t" .. tag])
   end)
 
-  it("--rate 20 against the emulator's limit of 20 a second: under 2 % refused; without it nothing lost",
+  it("--rate 20 against the emulator's limit of 20 a second: under 2 % refused; without it nothing lost #slow",
      function()
     emulator.config(emu, { rate_limit = 20 })
     local codes = {}
