@@ -62,31 +62,6 @@ ngx.header["Content-Type"] = "application/json"
 ngx.say(cjson.encode(out))
 ]==]
 
-local CONF = [[
-load_module ${MODULES}/ndk_http_module.so;
-load_module ${MODULES}/ngx_http_lua_module.so;
-worker_processes 1;
-daemon on;
-pid logs/nginx.pid;
-error_log logs/error.log info;
-worker_shutdown_timeout 1s;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path temp/body;
-    proxy_temp_path       temp/proxy;
-    fastcgi_temp_path     temp/fastcgi;
-    uwsgi_temp_path       temp/uwsgi;
-    scgi_temp_path        temp/scgi;
-    lua_package_path  "${ROOT}/lua/?.lua;${ROOT}/?.lua;;";
-    lua_package_cpath "${ROOT}/build/luajit/?.so;;";
-    server {
-        listen 127.0.0.1:${PORT};
-        location = /health { return 200 "ok\n"; }
-        location = /kill { content_by_lua_file ${PREFIX}/kill.lua; }
-    }
-}
-]]
 
 local function readable(path)
   local f = io.open(path, "rb")
@@ -96,8 +71,10 @@ end
 
 -- nginx in a prefix the helper's stop() knows (it removes it), on a free port.
 local function start()
-  return openresty.start_conf(CONF, { ["kill.lua"] = HANDLER })
-end
+  return openresty.start_conf{
+    locations = "location = /kill { content_by_lua_file ${PREFIX}/kill.lua; }",
+    files = { ["kill.lua"] = HANDLER },
+  }end
 
 
 describe("OpenResty: a killed token fetch #nginx", function()

@@ -41,32 +41,6 @@ ngx.header["Content-Type"] = "application/json"
 ngx.say(cjson.encode(out))
 ]==]
 
-local CONF = [[
-load_module ${MODULES}/ndk_http_module.so;
-load_module ${MODULES}/ngx_http_lua_module.so;
-worker_processes 1;
-daemon on;
-pid logs/nginx.pid;
-error_log logs/error.log info;
-worker_shutdown_timeout 1s;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path temp/body;
-    proxy_temp_path       temp/proxy;
-    fastcgi_temp_path     temp/fastcgi;
-    uwsgi_temp_path       temp/uwsgi;
-    scgi_temp_path        temp/scgi;
-    client_body_buffer_size 64k;
-    lua_package_path  "${ROOT}/lua/?.lua;${ROOT}/?.lua;;";
-    lua_package_cpath "${ROOT}/build/luajit/?.so;;";
-    server {
-        listen 127.0.0.1:${PORT};
-        location = /health { return 200 "ok\n"; }
-        location = /batch { content_by_lua_file ${PREFIX}/batch.lua; }
-    }
-}
-]]
 
 local function readable(path)
   local f = io.open(path, "rb")
@@ -76,8 +50,11 @@ end
 
 -- nginx in a prefix the helper's stop() knows (it removes it), on a free port.
 local function start()
-  return openresty.start_conf(CONF, { ["batch.lua"] = HANDLER })
-end
+  return openresty.start_conf{
+    http = "client_body_buffer_size 64k;",
+    locations = "location = /batch { content_by_lua_file ${PREFIX}/batch.lua; }",
+    files = { ["batch.lua"] = HANDLER },
+  }end
 
 local function call(nginx, params, timer)
   local body = cjson.encode(params)

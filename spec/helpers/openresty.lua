@@ -381,17 +381,50 @@ function M.start(opts)
   end)
 end
 
--- A spec's own nginx: conf is a template with ${ROOT} (the repo),
--- ${PORT}, ${PREFIX} and ${MODULES} (nginx's module directory); files
--- (name -> text) are written into the prefix first, e.g. a handler the
--- conf loads with content_by_lua_file ${PREFIX}/name.lua.
-function M.start_conf(conf, files)
+-- The frame of a spec's own nginx: one worker, the module from the repo
+-- (the LuaJIT build), a /health location; ${LOCATIONS} and ${HTTP} are the
+-- spec's.
+local FRAME = [[
+load_module ${MODULES}/ndk_http_module.so;
+load_module ${MODULES}/ngx_http_lua_module.so;
+worker_processes 1;
+daemon on;
+pid logs/nginx.pid;
+error_log logs/error.log info;
+worker_shutdown_timeout 1s;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path temp/body;
+    proxy_temp_path       temp/proxy;
+    fastcgi_temp_path     temp/fastcgi;
+    uwsgi_temp_path       temp/uwsgi;
+    scgi_temp_path        temp/scgi;
+    lua_package_path  "${ROOT}/lua/?.lua;${ROOT}/?.lua;;";
+    lua_package_cpath "${ROOT}/build/luajit/?.so;;";
+    ${HTTP}
+    server {
+        listen 127.0.0.1:${PORT};
+        location = /health { return 200 "ok\n"; }
+        ${LOCATIONS}
+    }
+}
+]]
+
+-- A spec's own nginx: opts.locations (and opts.http, more http{} lines)
+-- may use ${ROOT} (the repo), ${PORT} and ${PREFIX}; opts.files (name ->
+-- text) are written into the prefix first, e.g. a handler loaded with
+-- content_by_lua_file ${PREFIX}/name.lua.
+function M.start_conf(opts)
   local o = new_prefix()
-  for name, text in pairs(files or {}) do write_file(o.prefix .. "/" .. name, text) end
+  for name, text in pairs(opts.files or {}) do write_file(o.prefix .. "/" .. name, text) end
   local modules = os.getenv("DINGTALK_NGINX_MODULES_DIR") or "/usr/lib/nginx/modules"
   return boot(o, function(port)
-    local vars = { ROOT = o.root, PORT = port, PREFIX = o.prefix, MODULES = modules }
-    return (conf:gsub("%${([%w_]+)}", function(k) return tostring(assert(vars[k], k)) end))
+    local vars = { ROOT = o.root, PORT = port, PREFIX = o.prefix, MODULES = modules,
+                   LOCATIONS = opts.locations or "", HTTP = opts.http or "" }
+    local function fill(t) return (t:gsub("%${([%w_]+)}", function(k) return tostring(assert(vars[k], k)) end)) end
+    vars.LOCATIONS, vars.HTTP = fill(vars.LOCATIONS), fill(vars.HTTP)
+    return fill(FRAME)
   end)
 end
 
