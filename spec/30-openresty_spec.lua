@@ -27,11 +27,6 @@ local function merge(a, b)
   return t
 end
 
-local function readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
 
 local function free_port()
   local s = assert(socket.bind("127.0.0.1", 0))
@@ -111,23 +106,15 @@ describe("OpenResty (lua-nginx-module) #nginx", function()
   local emu, nginx, dns
 
   setup(function()
-    assert(readable("build/luajit/dingtalk/core.so"),
-           "build/luajit/dingtalk/core.so is missing: nginx loads the LuaJIT build (make build LUA=luajit)")
     -- nginx's resolver: a UDP port that takes queries and never answers
     dns = assert(socket.udp())
     assert(dns:setsockname("127.0.0.1", 0))
     local _, dns_port = dns:getsockname()
-    emu = emulator.start()
-    local ok, err = pcall(function()
-      nginx = openresty.start{ cafile = emu.cafile, other_cafile = emu.other_cafile,
-                               init_endpoint = emu.url, token = TOKEN,
-                               resolver = "127.0.0.1:" .. dns_port }
+    emu, nginx = openresty.start_with_emulator(function(e)
+      return openresty.start{ cafile = e.cafile, other_cafile = e.other_cafile,
+                              init_endpoint = e.url, token = TOKEN,
+                              resolver = "127.0.0.1:" .. dns_port }
     end)
-    if not ok then
-      emulator.stop(emu)
-      emu = nil
-      error(err, 0)
-    end
   end)
 
   teardown(function()

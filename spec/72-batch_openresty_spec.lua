@@ -42,11 +42,6 @@ ngx.say(cjson.encode(out))
 ]==]
 
 
-local function readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
 
 -- nginx in a prefix the helper's stop() knows (it removes it), on a free port.
 local function start()
@@ -83,17 +78,7 @@ for _, where in ipairs{ "content", "timer" } do
   describe("clear_plugins_many inside nginx (cosockets, " .. where .. ") #nginx", function()
     local emu, nginx
 
-    setup(function()
-      assert(readable("build/luajit/dingtalk/core.so"),
-             "build/luajit/dingtalk/core.so is missing: nginx loads the LuaJIT build (make build LUA=luajit)")
-      emu = emulator.start()
-      local ok, err = pcall(function() nginx = start() end)
-      if not ok then
-        emulator.stop(emu)
-        emu = nil
-        error(err, 0)
-      end
-    end)
+    setup(function() emu, nginx = openresty.start_with_emulator(start) end)
 
     teardown(function()
       if nginx then openresty.stop(nginx) end

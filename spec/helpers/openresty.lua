@@ -454,6 +454,22 @@ function M.start_example(opts)
   end, table.concat(env, " "))
 end
 
+-- The emulator and an nginx that loads the module, for a spec's setup():
+-- start(emu) starts the nginx (it may need the emulator's URL or CA).
+-- Returns emu, nginx; stops the emulator again when the nginx fails.
+function M.start_with_emulator(start)
+  local emulator = require "spec.helpers.emulator"
+  assert(read_file(root() .. "/build/luajit/dingtalk/core.so"),
+         "build/luajit/dingtalk/core.so is missing: nginx loads the LuaJIT build (make build LUA=luajit)")
+  local emu = emulator.start()
+  local ok, nginx = pcall(start, emu)
+  if not ok then
+    emulator.stop(emu)
+    error(nginx, 0)
+  end
+  return emu, nginx
+end
+
 -- Graceful stop of the master and its worker; kill -9 if that hangs.
 -- Leaves no process behind. keep_prefix: for start()'s retries.
 function M.stop(o, keep_prefix)
