@@ -21,8 +21,8 @@ build/asan/preload.so: fuzz/asan_preload.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Wextra -fPIC -shared $< -o $@ -ldl
 
-check-memory: deps $(SUITE_BUILDS)   ## the suite (Lua 5.4) and fuzz/memsmoke.lua under valgrind memcheck
+check-memory: deps $(SUITE_BUILDS)   ## the suite (Lua 5.4; not the #nginx, #slow specs) and fuzz/memsmoke.lua under valgrind memcheck
 	@tools/memcheck valgrind
 
-check-asan: deps $(SUITE_BUILDS) build/asan/lua5.4/dingtalk/core.so build/asan/preload.so   ## the suite (Lua 5.4) against an ASan+UBSan build
+check-asan: deps $(SUITE_BUILDS) build/asan/lua5.4/dingtalk/core.so build/asan/preload.so   ## the suite (Lua 5.4; not the #nginx, #slow specs) against an ASan+UBSan build
 	@ASAN_RT=$(ASAN_RT) tools/memcheck asan
