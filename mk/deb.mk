@@ -6,18 +6,22 @@
 DEB_OUT     = build/deb
 DEB_VERSION = $(shell dpkg-parsechangelog -l debian/changelog -S Version 2>/dev/null)
 DEB_SRC     = $(DEB_OUT)/lua-dingtalk-$(DEB_VERSION)
+DEB_FILE    = $(DEB_OUT)/lua-dingtalk_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
+# What the copy holds: what git tracks plus untracked files that are not
+# ignored (work in progress is packaged as it is). The .deb is rebuilt when
+# one of them changes, so a second `make deb` (the spec's) costs nothing.
+DEB_INPUTS  = $(wildcard $(shell git ls-files --cached --others --exclude-standard 2>/dev/null))
 
 .PHONY: deb check-deb
 
-# The copy holds what git tracks plus untracked files that are not ignored
-# (work in progress is packaged as it is); outside git, the whole tree but
-# the build outputs.
-deb:           ## build build/deb/lua-dingtalk_*.deb with dh-lua (Lua 5.1-5.4, /usr/bin/dingtalk on Lua 5.4)
+deb: $(DEB_FILE)   ## build build/deb/lua-dingtalk_*.deb with dh-lua (Lua 5.1-5.4, /usr/bin/dingtalk on Lua 5.4)
+
+# Outside git, the copy is the whole tree but the build outputs.
+$(DEB_FILE): $(DEB_INPUTS)
 	@tools/deps deb
 	@rm -rf $(DEB_OUT) && mkdir -p $(DEB_SRC)
-	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
-	  git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c 'test ! -e "{}" || echo "{}"' \
-	    | tar -cf - -T - | tar -xf - -C $(DEB_SRC); \
+	@if [ -n "$(DEB_INPUTS)" ]; then \
+	  printf '%s\n' $(DEB_INPUTS) | tar -cf - -T - | tar -xf - -C $(DEB_SRC); \
 	else \
 	  tar -cf - --exclude=./build --exclude=./luarocks-tree --exclude=./bench/out --exclude=./fuzz/out . \
 	    | tar -xf - -C $(DEB_SRC); \
@@ -25,9 +29,9 @@ deb:           ## build build/deb/lua-dingtalk_*.deb with dh-lua (Lua 5.1-5.4, /
 	@echo "deb: dpkg-buildpackage in $(DEB_SRC) (log: $(DEB_OUT)/build.log)"
 	@cd $(DEB_SRC) && DEB_BUILD_OPTIONS=noautodbgsym dpkg-buildpackage -b -us -uc >../build.log 2>&1 \
 	  || { tail -n 40 ../build.log; echo "deb: FAILED (log: $(DEB_OUT)/build.log)"; exit 1; }
-	@ls $(DEB_OUT)/*.deb
+	@ls $(DEB_FILE)
 	@if command -v lintian >/dev/null; then \
-	  lintian --fail-on error,warning $(DEB_OUT)/lua-dingtalk_$(DEB_VERSION)_*.deb >$(DEB_OUT)/lintian.log 2>&1; rc=$$?; \
+	  lintian --fail-on error,warning $(DEB_FILE) >$(DEB_OUT)/lintian.log 2>&1; rc=$$?; \
 	  grep -v 'running with root privileges' $(DEB_OUT)/lintian.log || true; \
 	  [ $$rc -eq 0 ] || { echo "deb: lintian FAILED (debian/lua-dingtalk.lintian-overrides lists what is accepted)"; exit 1; }; \
 	  echo "deb: lintian: no error, no warning"; \
@@ -38,4 +42,4 @@ deb:           ## build build/deb/lua-dingtalk_*.deb with dh-lua (Lua 5.1-5.4, /
 # there: every interpreter loads the packaged module and makes one call to
 # the emulator, and /usr/bin/dingtalk makes one through the CLI.
 check-deb: deb   ## install the .deb in a throwaway root: lua5.1-5.4, luajit and /usr/bin/dingtalk each call the emulator
-	@tools/with-emulator tools/check-deb $(DEB_OUT)/lua-dingtalk_$(DEB_VERSION)_*.deb
+	@tools/with-emulator tools/check-deb $(DEB_FILE)
