@@ -6,7 +6,7 @@
 DEB_OUT     = build/deb
 DEB_VERSION = $(shell dpkg-parsechangelog -l debian/changelog -S Version 2>/dev/null)
 DEB_SRC     = $(DEB_OUT)/lua-dingtalk-$(DEB_VERSION)
-DEB_FILE    = $(DEB_OUT)/lua-dingtalk_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
+DEB_FILE    = $(DEB_OUT)/lua-dingtalk_$(DEB_VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
 # What the copy holds: what git tracks plus untracked files that are not
 # ignored (work in progress is packaged as it is). The .deb is rebuilt when
 # one of them changes, so a second `make deb` (the spec's) costs nothing.
