@@ -83,11 +83,21 @@ describe("the Debian package #slow", function()
 
   it("installs /usr/bin/dingtalk bound to /usr/bin/lua5.4, without luarocks.loader", function()
     assert.are.equal("-rwxr-xr-x", files["/usr/bin/dingtalk"])
-    local text = must("cat " .. q(tmp .. "/usr/bin/dingtalk"))
-    assert.are.equal("#!/usr/bin/lua5.4", text:match("^[^\n]*"))
-    assert.is_nil(text:find("luarocks", 1, true))
+    local cmd = tmp .. "/usr/bin/dingtalk"
+    assert.are.equal("#!/usr/bin/lua5.4", must("head -n 1 " .. q(cmd)):gsub("\n$", ""))
     -- the rest is bin/dingtalk's
-    assert.are.equal(must("tail -n +2 bin/dingtalk"), must("tail -n +2 " .. q(tmp .. "/usr/bin/dingtalk")))
+    assert.are.equal(must("tail -n +2 bin/dingtalk"), must("tail -n +2 " .. q(cmd)))
+    -- run from the extracted tree, a luarocks.loader first on the path would
+    -- leave a mark if the command loaded it
+    local fake, mark = tmp .. "/fake", tmp .. "/loader-was-loaded"
+    must("mkdir -p " .. q(fake .. "/luarocks") .. " && printf '%s\\n' "
+      .. q("io.open(" .. string.format("%q", mark) .. ", 'w'):close() return {}") .. " >"
+      .. q(fake .. "/luarocks/loader.lua"))
+    local out = must("cd / && env -u LUA_INIT -u LUA_INIT_5_4 -u LUA_PATH_5_4 -u LUA_CPATH_5_4 LUA_PATH="
+      .. q(fake .. "/?.lua;" .. tmp .. "/usr/share/lua/5.4/?.lua;;") .. " LUA_CPATH="
+      .. q(tmp .. "/usr/lib/" .. multiarch .. "/lua/5.4/?.so;;") .. " lua5.4 " .. q(cmd) .. " --help")
+    assert.matches("Usage: dingtalk robot COMMAND", out, 1, true)
+    assert.is_nil(io.open(mark), "/usr/bin/dingtalk loaded luarocks.loader")
     assert.is_truthy(files["/usr/share/man/man1/dingtalk.1.gz"])
   end)
 
