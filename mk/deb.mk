@@ -7,24 +7,25 @@ DEB_OUT     = build/deb
 DEB_VERSION = $(shell dpkg-parsechangelog -l debian/changelog -S Version 2>/dev/null)
 DEB_SRC     = $(DEB_OUT)/lua-dingtalk-$(DEB_VERSION)
 DEB_FILE    = $(DEB_OUT)/lua-dingtalk_$(DEB_VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
-# What the copy holds: what git tracks plus untracked files that are not
-# ignored (work in progress is packaged as it is). The .deb is rebuilt when
-# one of them changes, so a second `make deb` (the spec's) costs nothing.
-DEB_INPUTS  = $(wildcard $(shell git ls-files --cached --others --exclude-standard 2>/dev/null))
+# What the copy holds: the files of the package's directories that git
+# tracks, plus untracked ones that are not ignored (work in progress is
+# packaged as it is). The .deb is rebuilt when one of them changes, so a
+# second `make deb` (the spec's, check-deb's) costs nothing.
+DEB_DIRS    = debian src lua bin
+DEB_INPUTS  = $(wildcard $(shell git ls-files --cached --others --exclude-standard $(DEB_DIRS) 2>/dev/null))
 
 .PHONY: deb check-deb
 
 deb: $(DEB_FILE)   ## build build/deb/lua-dingtalk_*.deb with dh-lua (Lua 5.1-5.4, /usr/bin/dingtalk on Lua 5.4)
 
-# Outside git, the copy is the whole tree but the build outputs.
+# Outside git, the copy is the whole of those directories.
 $(DEB_FILE): $(DEB_INPUTS)
 	@tools/deps deb
 	@rm -rf $(DEB_OUT) && mkdir -p $(DEB_SRC)
 	@if [ -n "$(DEB_INPUTS)" ]; then \
 	  printf '%s\n' $(DEB_INPUTS) | tar -cf - -T - | tar -xf - -C $(DEB_SRC); \
 	else \
-	  tar -cf - --exclude=./build --exclude=./luarocks-tree --exclude=./bench/out --exclude=./fuzz/out . \
-	    | tar -xf - -C $(DEB_SRC); \
+	  tar -cf - $(DEB_DIRS) | tar -xf - -C $(DEB_SRC); \
 	fi
 	@echo "deb: dpkg-buildpackage in $(DEB_SRC) (log: $(DEB_OUT)/build.log)"
 	@cd $(DEB_SRC) && DEB_BUILD_OPTIONS=noautodbgsym dpkg-buildpackage -b -us -uc >../build.log 2>&1 \
