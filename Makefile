@@ -26,7 +26,8 @@ lua_cflags  = $(shell pkg-config --cflags $(1) 2>/dev/null)
 SUITE_BUILDS = build/luajit/dingtalk/core.so build/lua5.4/dingtalk/core.so
 PREFIX   ?= /usr/local
 
-.PHONY: help deps build build-all test test-one lint demo rock rock-all install clean
+.PHONY: help deps build build-all test test-one lint demo rock rock-all install clean luarocks-build \
+        luarocks-install
 
 help:          ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "%-18s %s\n", $$1, $$2 }'
@@ -55,17 +56,41 @@ lint:          ## luacheck the Lua code
 demo: deps build   ## start the local emulator and clear a bot's quick entries through the module
 	@tools/demo $(LUA)
 
-rock: deps     ## luarocks make into ./luarocks-tree for $(LUA) (offline, Debian's lua-cjson)
+rock:          ## luarocks make into ./luarocks-tree for $(LUA) (offline, Debian's lua-cjson)
+	@tools/deps install $(LUA)
 	@tools/rock $(LUA)
 
-rock-all: deps   ## luarocks make for Lua 5.1, 5.3, 5.4 and LuaJIT; each installed copy loads and calls
-	@for l in lua5.1 lua5.3 lua5.4 luajit; do tools/rock $$l || exit 1; done
+rock-all:      ## luarocks make for Lua 5.1, 5.3, 5.4 and LuaJIT; each installed copy loads and calls
+	@for l in lua5.1 lua5.3 lua5.4 luajit; do tools/deps install $$l && tools/rock $$l || exit 1; done
 
-install: deps  ## luarocks make into the tree $(PREFIX) (default /usr/local: what `require "dingtalk"` finds) for $(LUA)
+# No root needed: `make install PREFIX=$$HOME/.local` as a user.
+install:       ## luarocks make into the tree $(PREFIX) (default /usr/local: what `require "dingtalk"` finds) for $(LUA); the command runs on $(LUA) without luarocks.loader
+	@tools/deps install $(LUA)
 	@tools/rock $(LUA) $(PREFIX)
 
-clean:         ## remove build outputs
-	rm -rf build luarocks-tree .tmp src/*.o *.so
+# The two steps of the rockspec's build (build.type = "make"), with the
+# variables LuaRocks passes: LUA (the interpreter), LUA_INCDIR, CFLAGS,
+# LIBFLAG, then LUADIR and LIBDIR (the rock's own directories). The core is
+# built outside the checkout's module paths, one directory per interpreter:
+# a ./dingtalk/core.so would be found through `./?.so` by every other Lua.
+ROCK_BUILD = build/luarocks/$(notdir $(LUA))
+LIBFLAG   ?= -shared
+
+luarocks-build:   ## (run by `luarocks make`) build the core into build/luarocks/<interpreter>/
+	@mkdir -p $(ROCK_BUILD)/dingtalk
+	$(CC) -std=c99 -Wall -Wextra $(CFLAGS) -fPIC -fvisibility=hidden $(LIBFLAG) \
+	  $(if $(LUA_INCDIR),-I$(LUA_INCDIR),$(call lua_cflags,$(notdir $(LUA)))) \
+	  $(if $(CURL_INCDIR),-I$(CURL_INCDIR),$(CURL_CFLAGS)) $(SRC) -o $(ROCK_BUILD)/dingtalk/core.so $(CORE_LIBS)
+
+luarocks-install: ## (run by `luarocks make`) copy that build and lua/ into LuaRocks' LIBDIR and LUADIR
+	@test -n "$(LIBDIR)" -a -n "$(LUADIR)" || { echo "LIBDIR and LUADIR come from luarocks make" >&2; exit 2; }
+	mkdir -p $(LIBDIR)/dingtalk $(LUADIR)
+	cp $(ROCK_BUILD)/dingtalk/core.so $(LIBDIR)/dingtalk/core.so
+	cp -R lua/. $(LUADIR)/
+
+# Every build output, whoever wrote it (.gitignore lists the same places).
+clean:         ## remove build outputs (build/, the rock trees, bench and fuzz outputs, the Debian build)
+	rm -rf build luarocks-tree .tmp bench/out fuzz/out dingtalk src/*.o *.so .lint.out
 
 # Further targets (bench, memory checks, fuzzing, ...), one file per job.
 include $(wildcard mk/*.mk)

@@ -28,24 +28,25 @@ external_dependencies = {
   CURL = { library = "curl" },
 }
 build = {
-  type = "builtin",
-  modules = {
-    ["dingtalk.core"] = {
-      sources = { "src/dt_core.c", "src/dt_curl.c", "src/dt_http.c", "src/dt_multi.c", "src/dt_map.c",
-                  "src/dt_error.c", "src/dt_sha256.c" },
-      libraries = { "dl", "pthread" },
-      incdirs = { "$(CURL_INCDIR)" },
-    },
-    -- lua/ is copied whole by the builtin backend; listed for the reader.
-    ["dingtalk"] = "lua/dingtalk.lua",
-    ["dingtalk.client"] = "lua/dingtalk/client.lua",
-    ["dingtalk.robot"] = "lua/dingtalk/robot.lua",
-    ["dingtalk.check"] = "lua/dingtalk/check.lua",
-    ["dingtalk.retry"] = "lua/dingtalk/retry.lua",
-    ["dingtalk.token"] = "lua/dingtalk/token.lua",
-    ["dingtalk.token_cache"] = "lua/dingtalk/token_cache.lua",
-    ["dingtalk.cli"] = "lua/dingtalk/cli.lua",
-    ["dingtalk.transport.ngx"] = "lua/dingtalk/transport/ngx.lua",
+  -- The Makefile builds the core into build/luarocks/<interpreter>/ and
+  -- installs from there. The builtin backend compiled in the checkout
+  -- (./dingtalk/core.so, src/*.o), where `./?.so` on the default cpath
+  -- then loaded that build into every other interpreter ("undefined
+  -- symbol: lua_newuserdatauv" on 5.3).
+  type = "make",
+  build_target = "luarocks-build",
+  install_target = "luarocks-install",
+  build_variables = {
+    CFLAGS = "$(CFLAGS)",
+    LIBFLAG = "$(LIBFLAG)",
+    LUA = "$(LUA)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    CURL_INCDIR = "$(CURL_INCDIR)",
+  },
+  install_variables = {
+    LUA = "$(LUA)",
+    LUADIR = "$(LUADIR)",
+    LIBDIR = "$(LIBDIR)",
   },
   install = { bin = { dingtalk = "bin/dingtalk" } },
   copy_directories = { "examples" },
