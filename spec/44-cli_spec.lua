@@ -378,13 +378,15 @@ describe("dingtalk command", function()
 
   it("a mistyped option or command gets a suggestion", function()
     for _, case in ipairs{
-      { { "robot", "clear-plugins", "--robotcode", "x" }, "unknown option %-%-robotcode; did you mean %-%-robot%-code%?" },
+      { { "robot", "clear-plugins", "--robotcode", "x" },
+        "unknown option %-%-robotcode; did you mean %-%-robot%-code%?" },
       { { "robot", "clear-plugins", "--robot_code", "x" }, "did you mean %-%-robot%-code%?" },
       { { "robot", "clear-plugins", "--robot-code", "x", "--concurency", "2" }, "did you mean %-%-concurrency%?" },
       { { "robot", "clear-plugins", "--robot-code", "x", "--jsno" }, "did you mean %-%-json%?" },
       { { "robot", "clear-plugins", "--robot-code", "x", "--endpiont", "http://127.0.0.1:1" },
         "did you mean %-%-endpoint%?" },
-      { { "robot", "clear-plugin", "--robot-code", "x" }, "unknown command robot clear%-plugin; did you mean robot clear%-plugins%?" },
+      { { "robot", "clear-plugin", "--robot-code", "x" },
+        "unknown command robot clear%-plugin; did you mean robot clear%-plugins%?" },
       { { "robot", "clear-plugins", "--robot-code", "x", "--zzzzzz" }, "unknown option %-%-zzzzzz %(see" },
     } do
       local rc, out, err = run(case[1], env)
@@ -431,8 +433,8 @@ describe("dingtalk command", function()
     rc, _, err = run({ "robot", "clear-plugins", "--robot-code", "fault-trickle", "--timeout", "300",
                        "--retries", "1" }, env)
     assert.are.equal(3, rc)
-    assert.matches("^dingtalk: fault%-trickle: transport%.timeout: [^\n]* after %d+ milliseconds[^\n]* %(2 attempts%)\n$",
-                   err)
+    assert.matches("^dingtalk: fault%-trickle: transport%.timeout: [^\n]* after %d+ milliseconds[^\n]* "
+                   .. "%(2 attempts%)\n$", err)
     assert.are.equal(1, select(2, err:gsub("after", "")))
   end)
 

@@ -72,10 +72,10 @@ _M.valid_utf8 = valid_utf8
 -- edit ("endpiont" is one slip away from "endpoint", not two).
 local function distance(a, b)
   local la, lb = #a, #b
-  local prev2, prev, cur = {}, {}, {}
+  local prev2, prev = {}, {}
   for j = 0, lb do prev[j] = j end
   for i = 1, la do
-    cur = { [0] = i }
+    local cur = { [0] = i }
     local ca = str_byte(a, i)
     for j = 1, lb do
       local cb = str_byte(b, j)
