@@ -346,6 +346,9 @@ end)
 
 describe("make test's report (tools/test)", function()
   it("one line per interpreter with its time, busted's words only for failures, the total last", function()
+    -- a tools/test that ignored TEST_SPECS would run the whole suite, this
+    -- spec included, again and again
+    assert.matches("TEST_SPECS", read("tools/test"))
     local dir = os.tmpname()
     os.remove(dir)
     os.execute("mkdir -p " .. q(dir))
