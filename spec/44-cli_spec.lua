@@ -388,6 +388,7 @@ describe("dingtalk command", function()
       { { "robot", "clear-plugin", "--robot-code", "x" },
         "unknown command robot clear%-plugin; did you mean robot clear%-plugins%?" },
       { { "robot", "clear-plugins", "--robot-code", "x", "--zzzzzz" }, "unknown option %-%-zzzzzz %(see" },
+      { { "robt", "clear-plugins", "--robot-code", "x" }, "unknown command robt; did you mean robot%?" },
     } do
       local rc, out, err = run(case[1], env)
       assert.are.equal(2, rc)

@@ -323,6 +323,16 @@ describe("a C core that cannot be loaded", function()
 end)
 
 
+describe("examples/clear_plugins.lua", function()
+  it("an option the library refuses is one line and exit 2, also on Lua 5.1", function()
+    local rc, out = shell.sh(PATHS .. " DINGTALK_ACCESS_TOKEN=t DINGTALK_ENDPOINT=http://example.com " .. LUA
+                             .. " examples/clear_plugins.lua dingbot-ok")
+    assert.are.equal(2, rc, out)
+    assert.matches("^dingtalk: argument%.insecure: plain http is allowed only to a loopback address[^\n]*\n$", out)
+  end)
+end)
+
+
 describe("examples/ops_bulk_clear.lua", function()
   it("a usage error exits 2 with the usage line and no traceback", function()
     local codes = os.tmpname()

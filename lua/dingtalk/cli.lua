@@ -713,7 +713,10 @@ local function run(argv, sys, st)
     if opts.help then return help(HELP.main) end
     usage("no command")
   end
-  if words[1] ~= "robot" then usage("unknown command " .. one_line(words[1])) end
+  if words[1] ~= "robot" then
+    local known = suggest(words[1], { "robot" })
+    usage("unknown command " .. one_line(words[1]) .. (known and "; did you mean robot?" or ""))
+  end
   local cmd = words[2]
   if cmd == nil then
     if opts.help then return help(HELP.robot) end
