@@ -14,11 +14,17 @@ if not token or #arg == 0 then
   os.exit(2)
 end
 
-local client = dingtalk.new{
+local made, client = pcall(dingtalk.new, {
   endpoint = os.getenv("DINGTALK_ENDPOINT"),   -- nil: the default platform
   cafile = os.getenv("DINGTALK_CAFILE"),
   timeout = 5000,
-}
+})
+if not made then
+  -- an error table (a bad DINGTALK_ENDPOINT, say): its line, not Lua 5.1's
+  -- "(error object is not a string)"
+  io.stderr:write(tostring(client), "\n")
+  os.exit(2)
+end
 
 local failed = 0
 for _, code in ipairs(arg) do

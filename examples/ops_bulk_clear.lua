@@ -13,19 +13,23 @@
 local cjson = require "cjson"
 local dingtalk = require "dingtalk"
 
+-- A usage error: what is wrong, the usage line, exit 2 (no traceback).
+local function usage(why)
+  if why then io.stderr:write("ops_bulk_clear: ", why, "\n") end
+  io.stderr:write("usage: DINGTALK_ACCESS_TOKEN=... [DINGTALK_ENDPOINT=URL] [DINGTALK_CAFILE=FILE] "
+                  .. "[DINGTALK_CONCURRENCY=N] [DINGTALK_RATE=QPS] lua examples/ops_bulk_clear.lua FILE|-\n")
+  os.exit(2)
+end
+
 local path, token = arg[1], os.getenv("DINGTALK_ACCESS_TOKEN")
 local concurrency = tonumber(os.getenv("DINGTALK_CONCURRENCY") or "8")
 local rate = os.getenv("DINGTALK_RATE") and tonumber(os.getenv("DINGTALK_RATE"))
-if not path or not token or not concurrency or (os.getenv("DINGTALK_RATE") and not rate) then
-  io.stderr:write("usage: DINGTALK_ACCESS_TOKEN=... [DINGTALK_CONCURRENCY=N] [DINGTALK_RATE=QPS] "
-                  .. "lua examples/ops_bulk_clear.lua FILE\n")
-  os.exit(2)
-end
+if not path then usage("no FILE of robot codes") end
+if not token or token == "" then usage("DINGTALK_ACCESS_TOKEN is not set") end
+if not concurrency then usage("DINGTALK_CONCURRENCY is not a number") end
+if os.getenv("DINGTALK_RATE") and not rate then usage("DINGTALK_RATE is not a number") end
 local file = path == "-" and io.stdin or io.open(path, "r")
-if not file then
-  io.stderr:write("cannot read " .. path .. "\n")
-  os.exit(2)
-end
+if not file then usage("cannot read " .. path) end
 local codes = {}
 for line in file:lines() do
   local code = line:match("^%s*([^#%s]+)")
@@ -34,7 +38,11 @@ end
 if file ~= io.stdin then file:close() end
 if #codes == 0 then os.exit(0) end
 
-local client = dingtalk.new{ endpoint = os.getenv("DINGTALK_ENDPOINT"), cafile = os.getenv("DINGTALK_CAFILE") }
+local made, client = pcall(dingtalk.new, { endpoint = os.getenv("DINGTALK_ENDPOINT"),
+                                           cafile = os.getenv("DINGTALK_CAFILE") })
+-- an option the library refused (DINGTALK_ENDPOINT, DINGTALK_CAFILE): an
+-- error table, whose message names the option
+if not made then usage(tostring(client)) end
 local failed = 0
 local ok, err = pcall(client.robot.clear_plugins_many, codes, {
   token = token, concurrency = concurrency, rate = rate,
@@ -61,7 +69,6 @@ local ok, err = pcall(client.robot.clear_plugins_many, codes, {
 })
 client:close()
 if not ok then   -- an argument the library refused (a bad code in the file, a bad option)
-  io.stderr:write(tostring(type(err) == "table" and err.message or err), "\n")
-  os.exit(2)
+  usage(tostring(err))
 end
 os.exit(failed == 0 and 0 or 1)

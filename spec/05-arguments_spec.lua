@@ -175,3 +175,88 @@ describe("the one-pass argument check (core.plain_args)", function()
     end
   end)
 end)
+
+
+describe("suggestions for a misspelt name", function()
+  local check = require "dingtalk.check"
+
+  local function refused(f, opts)
+    local ok, err = pcall(f, opts)
+    assert.is_false(ok)
+    assert.is_true(dingtalk.is_error(err))
+    return err
+  end
+
+  it("an option of dingtalk.new: slips, transpositions, case, - and _", function()
+    for typo, want in pairs{ endpiont = "endpoint", timeot = "timeout", Endpoint = "endpoint",
+                             connect_timout = "connect_timeout", ["insecure-http"] = "insecure_http",
+                             appkey = "app_key", maxbody = "max_body", retires = "retries" } do
+      local err = refused(dingtalk.new, { [typo] = "x" })
+      assert.are.same({ "argument", "argument.unknown_key", typo }, { err.kind, err.code, err.field })
+      assert.are.equal("dingtalk.new does not take " .. typo .. "; did you mean " .. want .. "?", err.message)
+    end
+  end)
+
+  it("no suggestion when nothing is close", function()
+    for _, name in ipairs{ "zzz", "robotCode", "colour", "x" } do
+      local err = refused(dingtalk.new, { [name] = 1 })
+      assert.are.equal("dingtalk.new does not take " .. name, err.message)
+    end
+  end)
+
+  it("dingtalk.configure names itself, and keeps the default client it had", function()
+    local err = refused(dingtalk.configure, { endpiont = "http://127.0.0.1:1" })
+    assert.are.equal("dingtalk.configure does not take endpiont; did you mean endpoint?", err.message)
+    err = refused(dingtalk.configure, "https://api.dingtalk.com")
+    assert.matches("^dingtalk%.configure expects a table", err.message)
+  end)
+
+  it("call arguments too: robot_code, tokne", function()
+    local c = dingtalk.new{ endpoint = "http://127.0.0.1:1" }
+    for typo, want in pairs{ robot_code = "robotCode", ROBOTCODE = "robotCode", tokne = "token" } do
+      local args = { robotCode = "dingbot-ok", token = "t" }
+      args[want] = nil
+      args[typo] = "x"
+      local err = refused(c.robot.clear_plugins, args)
+      assert.are.equal("clear_plugins does not take " .. typo .. "; did you mean " .. want .. "?", err.message)
+    end
+    c:close()
+  end)
+
+  it("check.suggest: the closest name, deterministic, nil when far", function()
+    local known = { "robot-code", "robotCode", "token", "timeout", "retries" }
+    assert.are.equal("robot-code", check.suggest("robot-code-", { "robot-code", "token" }))
+    assert.are.equal("token", check.suggest("tokn", known))
+    assert.are.equal("retries", check.suggest("retres", { retries = true, token = true }))
+    assert.is_nil(check.suggest("abc", known))
+    assert.is_nil(check.suggest("", known))
+    assert.is_nil(check.suggest(("x"):rep(100), known))
+    -- ties go to the first in byte order, whatever the table's order
+    assert.are.equal("robot-code", check.suggest("robotcode", { "robotCode", "robot-code" }))
+    assert.are.equal("robot-code", check.suggest("robotcode", { "robot-code", "robotCode" }))
+  end)
+end)
+
+
+describe("an endpoint that carries the API's version", function()
+  it("is refused before any traffic, with the endpoint to use instead", function()
+    for ep, want in pairs{ ["https://api.dingtalk.com/v1.0"] = "https://api.dingtalk.com",
+                           ["https://api.dingtalk.com/v1.0/"] = "https://api.dingtalk.com",
+                           ["https://gw.example:8443/dingtalk/v1.0"] = "https://gw.example:8443/dingtalk",
+                           ["http://127.0.0.1:1/v2.0"] = "http://127.0.0.1:1" } do
+      local ok, err = pcall(dingtalk.new, { endpoint = ep })
+      assert.is_false(ok, ep)
+      assert.are.same({ "argument", "argument.endpoint", "endpoint" }, { err.kind, err.code, err.field })
+      assert.matches("the module adds /v1%.0/%.%.%. itself; use " .. want:gsub("%p", "%%%0") .. "$", err.message)
+    end
+  end)
+
+  it("a gateway's prefix stays allowed", function()
+    local c = dingtalk.new{ endpoint = "https://gw.example/dingtalk/v1.0x/" }
+    assert.are.equal("https://gw.example/dingtalk/v1.0x", c.endpoint)
+    c:close()
+    c = dingtalk.new{ endpoint = "https://gw.example/api/dingtalk" }
+    assert.are.equal("https://gw.example/api/dingtalk", c.endpoint)
+    c:close()
+  end)
+end)

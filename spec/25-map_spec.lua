@@ -136,7 +136,7 @@ describe("core.map", function()
     e = core.error{ kind = "transport", code = "transport.timeout", message = "slow" }
     assert.are.equal("dingtalk: transport.timeout: slow", tostring(e))
     e.attempts = 3
-    assert.are.equal("dingtalk: transport.timeout: slow after 3 attempts", tostring(e))
+    assert.are.equal("dingtalk: transport.timeout: slow (3 attempts)", tostring(e))
     assert.is_true(core.is_error(e))
     assert.is_false(core.is_error({}))
     assert.is_false(core.is_error("x"))

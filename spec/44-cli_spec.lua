@@ -363,6 +363,103 @@ describe("dingtalk command", function()
     assert.are.equal("dingbot-ok: cleared\n", table.concat(buf.out))
   end)
 
+  it("--version: the command's, Lua's and libcurl's versions, exit 0", function()
+    local rc, out, err = run({ "--version" }, {})
+    assert.are.equal(0, rc)
+    assert.are.equal("", err)
+    local lua = rawget(_G, "jit") and rawget(_G, "jit").version or _VERSION
+    local curl = require("dingtalk.core").curl_version:match("^libcurl/(%S+)")
+    assert.are.equal("dingtalk " .. require("dingtalk")._VERSION .. " (" .. lua .. ", libcurl " .. curl .. ")\n", out)
+    rc, out = run({ "--version", "--json" }, {})
+    assert.are.equal(0, rc)
+    local doc = json_doc(out)
+    assert.are.same({ require("dingtalk")._VERSION, lua, curl }, { doc.version, doc.lua, doc.libcurl })
+  end)
+
+  it("a mistyped option or command gets a suggestion", function()
+    for _, case in ipairs{
+      { { "robot", "clear-plugins", "--robotcode", "x" },
+        "unknown option %-%-robotcode; did you mean %-%-robot%-code%?" },
+      { { "robot", "clear-plugins", "--robot_code", "x" }, "did you mean %-%-robot%-code%?" },
+      { { "robot", "clear-plugins", "--robot-code", "x", "--concurency", "2" }, "did you mean %-%-concurrency%?" },
+      { { "robot", "clear-plugins", "--robot-code", "x", "--jsno" }, "did you mean %-%-json%?" },
+      { { "robot", "clear-plugins", "--robot-code", "x", "--endpiont", "http://127.0.0.1:1" },
+        "did you mean %-%-endpoint%?" },
+      { { "robot", "clear-plugin", "--robot-code", "x" },
+        "unknown command robot clear%-plugin; did you mean robot clear%-plugins%?" },
+      { { "robot", "clear-plugins", "--robot-code", "x", "--zzzzzz" }, "unknown option %-%-zzzzzz %(see" },
+      { { "robt", "clear-plugins", "--robot-code", "x" }, "unknown command robt; did you mean robot%?" },
+    } do
+      local rc, out, err = run(case[1], env)
+      assert.are.equal(2, rc)
+      assert.are.equal("", out)
+      assert.matches("^dingtalk: " .. (case[2]:match("^unknown") and "" or "unknown .*") .. case[2], err)
+    end
+    assert.are.equal(0, #emulator.requests(emu))
+  end)
+
+  it("an empty --robot-code is a usage error that names the option", function()
+    for _, args in ipairs{ { "robot", "clear-plugins", "--robot-code", "" },
+                           { "robot", "clear-plugins", "--robot-code=", "--robot-code", "dingbot-ok" },
+                           { "robot", "query-plugins", "--robot-code", "" } } do
+      local rc, out, err = run(args, env)
+      assert.are.equal(2, rc)
+      assert.are.equal("", out)
+      assert.are.equal("dingtalk: --robot-code needs a robot code, got an empty value (see dingtalk --help)\n", err)
+    end
+    local rc, _, err = run({ "robot", "clear-plugins", "dingbot-ok", "" }, env)
+    assert.are.equal(2, rc)
+    assert.matches("^dingtalk: a robot code on the command line is empty", err)
+    assert.are.equal(0, #emulator.requests(emu))
+  end)
+
+  it("set-plugins with one entry says '1 quick entry'", function()
+    local bot = "dingbot-plugins-one" .. os.time()
+    local f = assert(io.open(tmp .. ".json", "wb")); f:write('[{"name":"Docs","icon":"@lALPdocs"}]'); f:close()
+    local rc, out, err = run({ "robot", "set-plugins", "--robot-code", bot, "--file", tmp .. ".json" }, env)
+    assert.are.equal(0, rc, err)
+    assert.are.equal(bot .. ": set 1 quick entry\n", out)
+    rc, out = run({ "robot", "query-plugins", "--robot-code", bot }, env)
+    assert.are.equal(0, rc)
+    assert.are.equal(bot .. ": 1 quick entry", lines(out)[1])
+  end)
+
+  it("a call retried to the end says '(4 attempts)' once, not 'after ... after 4 attempts'", function()
+    local rc, _, err = run({ "robot", "clear-plugins", "--robot-code", "fault-system-error" }, env)
+    assert.are.equal(1, rc)
+    assert.matches("^dingtalk: fault%-system%-error: system%.error %(HTTP 500%): System error "
+                   .. "%[request [%w%-]+%] %(4 attempts%)\n$", err)
+    assert.are.equal(4, seen("/v1.0/robot/plugins/clear"))
+    -- a timeout's own message says "after N milliseconds": one "after" only
+    rc, _, err = run({ "robot", "clear-plugins", "--robot-code", "fault-trickle", "--timeout", "300",
+                       "--retries", "1" }, env)
+    assert.are.equal(3, rc)
+    assert.matches("^dingtalk: fault%-trickle: transport%.timeout: [^\n]* after %d+ milliseconds[^\n]* "
+                   .. "%(2 attempts%)\n$", err)
+    assert.are.equal(1, select(2, err:gsub("after", "")))
+  end)
+
+  it("exit codes: help and README give the same table, and the command behaves as it says", function()
+    local rc, help = run({ "--help" }, {})
+    assert.are.equal(0, rc)
+    local function exit_table(s)
+      local t = s:match("\n(Exit codes[^\n]*:\n.-)\n[^ \n]") or s:match("\n(Exit codes[^\n]*:\n.-)\n?$")
+      return assert(t, "no exit code table in: " .. s)
+    end
+    local readme = clih.read("README.md")
+    local block = assert(readme:match("\n```\ndingtalk robot clear%-plugins.-\n```"), "no usage block in README")
+    assert.are.equal(exit_table(help), exit_table(block .. "\n"))
+    assert.matches("\n  1    the platform refused %(the error on stderr%) or answered false", exit_table(help))
+    -- answered false: exit 1, the result on stdout, nothing on stderr
+    local out, err
+    rc, out, err = run({ "robot", "clear-plugins", "--robot-code", "dingbot-false" }, env)
+    assert.are.same({ 1, "dingbot-false: not cleared (the platform answered false)\n", "" }, { rc, out, err })
+    -- refused: exit 1, the error on stderr, nothing on stdout
+    rc, out, err = run({ "robot", "clear-plugins", "--robot-code", "dingbot-stopped" }, env)
+    assert.are.same({ 1, "" }, { rc, out })
+    assert.matches("^dingtalk: dingbot%-stopped: invalidRequest%.robotIsStop", err)
+  end)
+
   it("no output of any run above carried the token or the secret, not even 8 bytes of one", function()
     assert.is_true(#outputs > 60)
     for _, secret in ipairs{ TOKEN, SECRET } do

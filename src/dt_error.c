@@ -384,10 +384,12 @@ static int error_tostring(lua_State *L) {
     luaL_addstring(&b, rid);
     luaL_addchar(&b, ']');
   }
+  /* "(4 attempts)", not "after 4 attempts": the message may say "after"
+  ** already ("timed out after 10001 milliseconds ...") */
   if (attempts && strcmp(attempts, "1") != 0) {
-    luaL_addstring(&b, " after ");
+    luaL_addstring(&b, " (");
     luaL_addstring(&b, attempts);
-    luaL_addstring(&b, " attempts");
+    luaL_addstring(&b, " attempts)");
   }
   luaL_pushresult(&b);
   return 1;

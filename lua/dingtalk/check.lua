@@ -12,6 +12,7 @@ local str_byte = string.byte
 local str_find = string.find
 local str_lower = string.lower
 local str_format = string.format
+local str_gsub = string.gsub
 
 local _M = {}
 
@@ -67,6 +68,62 @@ end
 _M.valid_utf8 = valid_utf8
 
 
+-- Edit distance of a and b with adjacent transpositions counting as one
+-- edit ("endpiont" is one slip away from "endpoint", not two).
+local function distance(a, b)
+  local la, lb = #a, #b
+  local prev2, prev = {}, {}
+  for j = 0, lb do prev[j] = j end
+  for i = 1, la do
+    local cur = { [0] = i }
+    local ca = str_byte(a, i)
+    for j = 1, lb do
+      local cb = str_byte(b, j)
+      local d = prev[j - 1] + (ca == cb and 0 or 1)
+      if prev[j] + 1 < d then d = prev[j] + 1 end
+      if cur[j - 1] + 1 < d then d = cur[j - 1] + 1 end
+      if i > 1 and j > 1 and ca == str_byte(b, j - 1) and str_byte(a, i - 1) == cb
+          and prev2[j - 2] + 1 < d then
+        d = prev2[j - 2] + 1
+      end
+      cur[j] = d
+    end
+    prev2, prev = prev, cur
+  end
+  return prev[lb]
+end
+
+-- Case, "-" and "_" do not tell names apart for a suggestion: robotcode,
+-- robot_code and robot-code all point at robotCode or --robot-code.
+local function folded(s)
+  return (str_gsub(str_lower(s), "[-_]", ""))
+end
+
+-- suggest(name, known) -> the known name (a set: name -> anything, or an
+-- array of names) `name` most likely misspells, or nil when none is close:
+-- the same name but for case, "-" and "_", else at most one edit for
+-- names up to 6 bytes and two for longer ones. Used for options, call
+-- arguments and the command's options alike.
+local function suggest(name, known)
+  if type(name) ~= "string" or #name > 64 then return nil end
+  local f = folded(name)
+  if f == "" then return nil end
+  local limit = #f <= 2 and 0 or #f <= 6 and 1 or 2
+  local best, best_d
+  for k, v in pairs(known) do
+    local cand = type(k) == "string" and k or v
+    if type(cand) == "string" and cand ~= name then
+      local d = distance(f, folded(cand))
+      if d <= limit and (best_d == nil or d < best_d or (d == best_d and cand < best)) then
+        best, best_d = cand, d
+      end
+    end
+  end
+  return best
+end
+_M.suggest = suggest
+
+
 -- The table of named arguments itself, and no key the call does not know
 -- (a misspelt `robotcode` must not silently become "missing robotCode").
 function _M.args(args, allowed, what)
@@ -77,12 +134,8 @@ function _M.args(args, allowed, what)
   local k = unknown_key(args, allowed)
   if k == nil then return end
   local name = type(k) == "string" and #k <= 64 and k or "(" .. type(k) .. " key)"
-  local hint = ""
-  if type(k) == "string" then
-    for known in pairs(allowed) do
-      if str_lower(known) == str_lower(k) then hint = "; did you mean " .. known .. "?" end
-    end
-  end
+  local known = type(k) == "string" and suggest(k, allowed)
+  local hint = known and "; did you mean " .. known .. "?" or ""
   fail("argument.unknown_key", name, str_format("%s does not take %s%s", what, name, hint))
 end
 

@@ -6,7 +6,8 @@
 --
 -- All the logic is here (bin/dingtalk only calls main), so specs can run it
 -- in-process as well as as a process. main(argv, sys) returns the exit
--- code: 0 done, 1 the platform refused, 2 usage, 3 transport failure.
+-- code: 0 done, 1 the platform refused or answered false, 2 usage, 3
+-- transport failure (the exit-code table of HELP.main, which README repeats).
 -- Neither the token nor the app secret is ever written anywhere: errors
 -- come redacted from the library, no message quotes an option value other
 -- than robot codes and file names, and every line and JSON string written
@@ -19,9 +20,13 @@
 -- --rate, --journal (resume), Ctrl-C, progress and summary are in
 -- clear_many and the functions just above it.
 local cjson = require "cjson"
+-- the module first: a core that cannot be loaded is reported with the
+-- way to build it (dingtalk.lua)
+local dingtalk = require "dingtalk"
 local core = require "dingtalk.core"
 local utf8_len = require("dingtalk.check").utf8_len
 local check_string = require("dingtalk.check").string
+local suggest = require("dingtalk.check").suggest
 
 local concat = table.concat
 local floor = math.floor
@@ -77,9 +82,15 @@ Options for every command:
                      "code", "message", ...}}
   --verbose          one line per HTTP attempt on stderr
   -h, --help         this text; `dingtalk robot COMMAND --help` for a command
+  --version          the version of the command, Lua and libcurl
 
-Exit codes: 0 done, 1 the platform refused, 2 usage, 3 transport failure,
-130 interrupted (Ctrl-C).
+Exit codes (with several codes, the worst outcome):
+  0    done
+  1    the platform refused (the error on stderr) or answered false ("not
+       cleared" / "not set" on stdout)
+  2    usage: a bad option or argument, nothing sent for it
+  3    transport failure (no answer: timeout, connection, TLS)
+  130  interrupted (Ctrl-C)
 ]],
   ["clear-plugins"] = [[
 Usage: dingtalk robot clear-plugins --robot-code CODE [--robot-code CODE ...] [CODE ...]
@@ -129,7 +140,7 @@ HELP.robot = HELP.main
 local VALUE_OPTS = { token = true, endpoint = true, ["robot-code"] = true, from = true,
                      file = true, timeout = true, retries = true, cafile = true }
 VALUE_OPTS["token-cache"] = true   -- a fleet's shared token cache
-local FLAG_OPTS = { json = true, verbose = true, help = true, ["insecure-http"] = true }
+local FLAG_OPTS = { json = true, verbose = true, help = true, ["insecure-http"] = true, version = true }
 -- clear-plugins only: the batch
 local BATCH_OPTS = { concurrency = true, rate = true, journal = true }
 for name in pairs(BATCH_OPTS) do VALUE_OPTS[name] = true end
@@ -218,7 +229,8 @@ local function parse(argv)
           opts[name] = value
         end
       else
-        usage_later("unknown option --" .. name)
+        local known = suggest(name, VALUE_OPTS) or suggest(name, FLAG_OPTS)
+        usage_later("unknown option --" .. name .. (known and "; did you mean --" .. known .. "?" or ""))
       end
     elseif str_sub(a, 1, 1) == "-" and a ~= "-" then
       -- only the letter: "-tTOKEN" must not print the token
@@ -282,8 +294,16 @@ end
 
 local function robot_codes(sys, words, opts, at_most_one)
   local codes = {}
-  for _, c in ipairs(opts["robot-code"]) do codes[#codes + 1] = c end
-  for i = 3, #words do codes[#codes + 1] = words[i] end
+  -- an empty code on the command line is a slip of the shell (an unset
+  -- variable): said as such, not as a failed call for the code ""
+  for _, c in ipairs(opts["robot-code"]) do
+    if c == "" then usage("--robot-code needs a robot code, got an empty value") end
+    codes[#codes + 1] = c
+  end
+  for i = 3, #words do
+    if words[i] == "" then usage("a robot code on the command line is empty") end
+    codes[#codes + 1] = words[i]
+  end
   if opts.from then
     for line in (read_all(sys, opts.from) .. "\n"):gmatch("([^\n]*)\n") do
       line = str_match(line, "^%s*(.-)%s*$")
@@ -684,17 +704,28 @@ local function run(argv, sys, st)
     out:write(opts.json and encode{ help = text } .. "\n" or text)
     return 0
   end
+  if opts.version then
+    local v = _M.version()
+    out:write(opts.json and encode(v) .. "\n" or v.text .. "\n")
+    return 0
+  end
   if words[1] == nil then
     if opts.help then return help(HELP.main) end
     usage("no command")
   end
-  if words[1] ~= "robot" then usage("unknown command " .. one_line(words[1])) end
+  if words[1] ~= "robot" then
+    local known = suggest(words[1], { "robot" })
+    usage("unknown command " .. one_line(words[1]) .. (known and "; did you mean robot?" or ""))
+  end
   local cmd = words[2]
   if cmd == nil then
     if opts.help then return help(HELP.robot) end
     usage("robot needs a command: clear-plugins, query-plugins or set-plugins")
   end
-  if not COMMANDS[cmd] then usage("unknown command robot " .. one_line(cmd)) end
+  if not COMMANDS[cmd] then
+    local known = suggest(cmd, COMMANDS)
+    usage("unknown command robot " .. one_line(cmd) .. (known and "; did you mean robot " .. known .. "?" or ""))
+  end
   if opts.help then return help(HELP[cmd]) end
   if opts.from and cmd ~= "clear-plugins" then usage("--from is for clear-plugins") end
   if opts.file and cmd ~= "set-plugins" then usage("--file is for set-plugins") end
@@ -754,7 +785,8 @@ local function run(argv, sys, st)
         out:write(one_line(code .. (res == true and ": cleared" or ": not cleared (the platform answered false)")),
                   "\n")
       else
-        out:write(one_line(code .. (res == true and (": set " .. #entries .. " quick entries")
+        out:write(one_line(code .. (res == true and (": set " .. #entries
+                                                      .. (#entries == 1 and " quick entry" or " quick entries"))
                                    or ": not set (the platform answered false)")), "\n")
       end
     end
@@ -762,6 +794,18 @@ local function run(argv, sys, st)
   client:close()
   if opts.json then out:write(encode{ command = "robot " .. cmd, results = results }, "\n") end
   return worst
+end
+
+
+-- The command's version line: "dingtalk 0.1.0 (Lua 5.4, libcurl 7.88.1)"
+-- and its parts (the libcurl the core opened, not the headers it was
+-- built with).
+function _M.version()
+  local jit = rawget(_G, "jit")
+  local lua = jit and tostring(jit.version) or _VERSION
+  local curl = str_match(core.curl_version or "", "^libcurl/([%w%.%-]+)")
+  return { text = str_format("dingtalk %s (%s%s)", dingtalk._VERSION, lua, curl and ", libcurl " .. curl or ""),
+           version = dingtalk._VERSION, lua = lua, libcurl = curl }
 end
 
 
@@ -776,7 +820,7 @@ function _M.main(argv, sys)
     stderr = sys.stderr or io.stderr,
     stdin = sys.stdin or io.stdin,
     open = sys.open or io.open,
-    new = sys.new or require("dingtalk").new,
+    new = sys.new or dingtalk.new,
     isatty = sys.isatty,
   }
   -- a stderr given in-process is no terminal unless said so

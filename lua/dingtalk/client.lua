@@ -101,6 +101,15 @@ local function parse_endpoint(endpoint, insecure)
     fail("argument.endpoint", "endpoint", "endpoint must not carry a query, fragment or spaces")
   end
   base = base:gsub("/+$", "")
+  -- Every operation path starts with /v1.0/ (the module adds it): a base
+  -- ending in a version would send /v1.0/v1.0/... and get a bare 404. A
+  -- base path of another kind (a gateway's prefix) is the caller's choice.
+  local version = str_match(base, "/v%d+%.%d+$")
+  if version then
+    fail("argument.endpoint", "endpoint",
+         "endpoint must not end in " .. version .. ": the module adds /v1.0/... itself; use "
+         .. scheme .. "://" .. authority .. str_sub(base, 1, #base - #version))
+  end
   if scheme == "http" and not loopback(host) and insecure ~= true then
     fail("argument.insecure", "endpoint",
          "plain http is allowed only to a loopback address; use https, "
@@ -161,9 +170,11 @@ end
 
 -- Checks every option (all before any connection is made) and returns the
 -- normalised set.
-function _M.options(opts)
+-- what: the function the caller called, for the messages
+-- (dingtalk.new, dingtalk.configure).
+function _M.options(opts, what)
   if opts == nil then opts = {} end
-  check.args(opts, OPTIONS, "dingtalk.new")
+  check.args(opts, OPTIONS, what or "dingtalk.new")
   local policy = retry.options(opts)
   local app_key = credentials(opts)
   if opts.on_request ~= nil and type(opts.on_request) ~= "function" then
@@ -379,8 +390,10 @@ function mt:__tostring()
 end
 
 
-function _M.new(opts)
-  local o = _M.options(opts)
+-- new(opts[, what]): what names the caller's function in argument errors
+-- (dingtalk.configure passes its own name).
+function _M.new(opts, what)
+  local o = _M.options(opts, what)
   local c, err = core.new_client(o)
   if not c then error(err, 0) end
   local self = setmetatable({ endpoint = o.endpoint, options = o, _core = c,
