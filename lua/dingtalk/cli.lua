@@ -90,6 +90,7 @@ Exit codes (with several codes, the worst outcome):
        cleared" / "not set" on stdout)
   2    usage: a bad option or argument, nothing sent for it
   3    transport failure (no answer: timeout, connection, TLS)
+  4    the module cannot be loaded (the message says how to build it)
   130  interrupted (Ctrl-C)
 ]],
   ["clear-plugins"] = [[
