@@ -2,6 +2,7 @@
 -- the same time), each with several clients: spec/c/states.c, built here
 -- against Lua 5.4 and run against the emulator.
 local emulator = require "spec.helpers.emulator"
+local shell = require "spec.helpers.shell"
 
 describe("several Lua states in one process", function()
   local emu
@@ -9,7 +10,7 @@ describe("several Lua states in one process", function()
   teardown(function() if emu then emulator.stop(emu) end end)
 
   it("work independently, also on two threads at once", function()
-    local exe = "build/spec-states"
+    local exe = "build/spec-states-" .. shell.LUA   -- the suite may run under two interpreters at once
     local cc = "cc -std=c99 -Wall -Wextra -Werror -O1 -pthread $(pkg-config --cflags lua5.4) "
       .. "spec/c/states.c -o " .. exe .. " $(pkg-config --libs lua5.4) -ldl -lm 2>&1"
     local p = io.popen("mkdir -p build && " .. cc)

@@ -8,6 +8,7 @@ local emulator = require "spec.helpers.emulator"
 local scenarios = require "spec.helpers.scenarios"
 local reachable = require "spec.helpers.reachable"
 local core = require "dingtalk.core"
+local shell = require "spec.helpers.shell"
 
 local TOKEN, SECRET = scenarios.TOKEN, scenarios.SECRET
 local PATH = "/v1.0/robot/plugins/clear"
@@ -592,7 +593,9 @@ describe("core.multi out of memory", function()
     it("one failed allocation at every point of start() and wait(): nothing lost, nothing twice (" .. lua .. ")",
        function()
       os.execute("mkdir -p build")
-      local src, script, exe = "build/spec-multi-oom.c", "build/spec-multi-oom.lua", "build/spec-multi-oom-" .. lua
+      -- named per running interpreter too: the suite may run under two at once
+      local base = "build/spec-multi-oom-" .. lua .. "-" .. shell.LUA
+      local src, script, exe = base .. ".c", base .. ".lua", base
       local f = assert(io.open(src, "w")); f:write(OOM_HOST); f:close()
       f = assert(io.open(script, "w")); f:write(OOM_SCRIPT); f:close()
       local p = io.popen("cc -std=c99 -Wall -Wextra -Werror -O1 $(pkg-config --cflags " .. lua .. ") " .. src

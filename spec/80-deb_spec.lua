@@ -2,7 +2,8 @@
 -- the module for every Lua Debian has and /usr/bin/dingtalk on Lua 5.4,
 -- outside the checkout's tracked files. The contents are read from the .deb
 -- itself (dpkg-deb); `make check-deb` installs it and calls the emulator.
--- #slow: `make deb` takes ~40 s the first time (then it is up to date).
+-- #once (tools/test: under the first interpreter only): `make deb` takes ~40 s
+-- the first time, and two runs at once would build in the same place.
 local shell = require "spec.helpers.shell"
 
 local q, sh = shell.q, shell.sh
@@ -20,7 +21,7 @@ local function set(s, sep)
   return t
 end
 
-describe("the Debian package #slow", function()
+describe("the Debian package #once", function()
   local deb, multiarch, tmp, files, links
   setup(function()
     local before = must("git status --porcelain --ignored | grep -v '^!! build/$' || true")

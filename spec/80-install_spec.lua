@@ -3,7 +3,7 @@
 -- command bound to its interpreter without luarocks.loader, a user without
 -- root installs with `make install PREFIX=$HOME/.local`, `luarocks --local`
 -- or `--tree`, and `make clean` leaves nothing behind. Each runs in a copy of
--- the checkout. #slow: it tests the build and LuaRocks, not the interpreter
+-- the checkout. #once: it tests the build and LuaRocks, not the interpreter
 -- running busted.
 local shell = require "spec.helpers.shell"
 
@@ -44,7 +44,7 @@ local function status(dir)
   return must("cd " .. q(dir) .. " && git status --porcelain --ignored")
 end
 
-describe("installing from a checkout #slow", function()
+describe("installing from a checkout #once", function()
   local tmp, copy
   setup(function()
     tmp = must("mktemp -d"):gsub("%s+$", "")
