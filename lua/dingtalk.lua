@@ -16,6 +16,10 @@ local function core_missing(why)
   local rock = jit and "luarocks --lua-version=5.1 make LUA=/usr/bin/luajit LUA_INCDIR=/usr/include/luajit-2.1"
     or ("luarocks --lua-version=" .. lua:sub(4) .. " make")
   why = tostring(why)
+  -- the core was found and loaded but libcurl was not: building is no cure
+  if why:find("cannot open libcurl", 1, true) then
+    return why .. "\nInstall libcurl 4 (Debian: apt install libcurl4)."
+  end
   local other = why:find("undefined symbol", 1, true)
     and " (the core found was built for another Lua version)" or ""
   return "dingtalk: the C core (dingtalk.core) cannot be loaded into "

@@ -63,6 +63,11 @@ describe("libcurl, opened by the core", function()
       assert.are.equal(0, status, res)
       assert.matches("^false\t[^\n]*dingtalk%.core: cannot open libcurl: "
                      .. "libdingtalk%-absent%.so%.0: cannot open shared object file", res)
+      if mod == "dingtalk" then
+        -- not the "build it" hint: the core is built, libcurl is what is missing
+        assert.matches("\nInstall libcurl 4 %(Debian: apt install libcurl4%)%.", res)
+        assert.is_nil(res:find("make build", 1, true), res)
+      end
     end
   end)
 end)
