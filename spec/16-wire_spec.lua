@@ -1,4 +1,5 @@
--- What the libcurl transport puts on the wire and takes from it: an
+-- What the libcurl transport puts on the wire and takes from it: the exact
+-- request head (the User-Agent once, also in a CONNECT to a proxy), an
 -- at-most-once request is never re-sent by libcurl, response heads past
 -- the limits and odd framings are refused (and not retried), request ids
 -- are kept whole and handed to on_request hooks redacted.
@@ -7,9 +8,60 @@ local reachable = require "spec.helpers.reachable"
 local dingtalk = require "dingtalk"
 local core = require "dingtalk.core"
 local cjson = require "cjson"
+local socket = require "socket"
+local shell = require "spec.helpers.shell"
 
 local TOKEN = "tok-wire-spec-0123456789abcdefghijklmnopqrstuvwxyz"
 local CLEAR = "/v1.0/robot/plugins/clear"
+
+
+-- A raw server on 127.0.0.1 for a child interpreter that runs `script`
+-- (Lua, given the server's URL as ...) with `env` ("NAME=value ...") and no
+-- proxy variables besides: returns the first n heads received, one per
+-- connection, byte for byte, the child's output and the port. A CONNECT
+-- gets a 403, any other request {"result":true} and the connection closed.
+local function raw_heads(n, script, env)
+  local server = assert(socket.bind("127.0.0.1", 0))
+  local _, port = server:getsockname()
+  local file = os.tmpname()
+  local f = assert(io.open(file, "w"))
+  f:write(script)
+  f:close()
+  local child = io.popen(shell.lua_env("./lua/?.lua;" .. package.path, package.cpath,
+                                       { "no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "https_proxy",
+                                         "HTTPS_PROXY", "all_proxy", "ALL_PROXY" })
+                         .. " " .. (env or "") .. " " .. shell.LUA .. " " .. shell.q(file) .. " "
+                         .. shell.q("http://127.0.0.1:" .. port) .. " 2>&1", "r")
+  local heads, deadline = {}, socket.gettime() + 10
+  server:settimeout(0.1)
+  while #heads < n and socket.gettime() < deadline do
+    local conn = server:accept()
+    if conn then
+      conn:settimeout(2)
+      local head, len = {}, 0
+      repeat
+        local line = conn:receive("*l")
+        head[#head + 1] = line and line .. "\r\n"
+        local cl = line and line:lower():match("^content%-length:%s*(%d+)")
+        if cl then len = tonumber(cl) end
+      until not line or line == ""
+      if len > 0 then conn:receive(len) end
+      heads[#heads + 1] = table.concat(head)
+      if heads[#heads]:find("^CONNECT") then
+        conn:send("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+      else
+        conn:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
+                  .. "Connection: close\r\n\r\n{\"result\":true}")
+      end
+      conn:close()
+    end
+  end
+  server:close()
+  local out = child:read("*a")
+  child:close()
+  os.remove(file)
+  return heads, out, port
+end
 
 describe("the libcurl transport on the wire", function()
   local emu
@@ -123,5 +175,78 @@ describe("the libcurl transport on the wire", function()
     assert.are.equal(string.rep("x", 10) .. "[redacted] end", rid)
     assert.are.equal(rid, err.request_id)
     c:close()
+  end)
+end)
+
+describe("the request head on the wire", function()
+  local BODY = '{"robotCode":"dingbot-ua"}'
+  local function head(port, ua, token, path)
+    return "POST " .. (path or CLEAR) .. " HTTP/1.1\r\nHost: 127.0.0.1:" .. port .. "\r\n"
+      .. (ua and "User-Agent: " .. ua .. "\r\n" or "")
+      .. (token and "x-acs-dingtalk-access-token: " .. token .. "\r\n" or "")
+      .. "Content-Type: application/json\r\nAccept: application/json\r\nContent-Length: " .. #BODY .. "\r\n\r\n"
+  end
+
+  it("carries the User-Agent once, the default or the user_agent option, byte for byte", function()
+    local heads, out, port = raw_heads(3, [[
+      local dingtalk = require "dingtalk"
+      for _, ua in ipairs{ false, "custom-agent/2.0 (spec; x)", "   " } do
+        local c = dingtalk.new{ endpoint = ..., user_agent = ua or nil, retries = 0 }
+        print(c.options.user_agent)
+        print(c.robot.clear_plugins{ robotCode = "dingbot-ua", token = "]] .. TOKEN .. [[" })
+        c:close()
+      end
+    ]])
+    local default = out:match("^([^\n]*)\n")
+    assert.matches("^lua%-dingtalk/" .. core._VERSION:gsub("%p", "%%%0") .. " %(Lua [%d.]+; libcurl/[%d.]+%)$", default)
+    assert.are.equal(default .. "\ntrue\ncustom-agent/2.0 (spec; x)\ntrue\n   \ntrue\n", out)
+    assert.are.same({ head(port, default, TOKEN), head(port, "custom-agent/2.0 (spec; x)", TOKEN),
+                      head(port, "   ", TOKEN) }, heads)
+  end)
+
+  it("keeps it first on one client whatever the token: none, then one, then none", function()
+    local heads, out, port = raw_heads(4, [[
+      local core = require "dingtalk.core"
+      local url = ...
+      local c = core.new_client{ user_agent = "ua-b/1" }
+      for _, t in ipairs{ "]] .. TOKEN .. [[", false, "tok-second-0123456789" } do
+        io.write(tostring(select(2, core.post(c, url .. "/p", t or nil, ']] .. BODY .. [[', "result"))), " ")
+      end
+      c:close()
+      c = core.new_client{}      -- no user_agent: no User-Agent at all
+      io.write(tostring(select(2, core.post(c, url .. "/p", "tok-third-0123456789", ']] .. BODY .. [[', "result"))))
+      c:close()
+    ]])
+    assert.are.equal("true true true true", out)
+    assert.are.same({ head(port, "ua-b/1", TOKEN, "/p"), head(port, "ua-b/1", nil, "/p"),
+                      head(port, "ua-b/1", "tok-second-0123456789", "/p"),
+                      head(port, nil, "tok-third-0123456789", "/p") }, heads)
+  end)
+
+  it("gives a CONNECT to a proxy the User-Agent, and nothing else of the request", function()
+    local heads, out = raw_heads(1, [[
+      local dingtalk = require "dingtalk"
+      local c = dingtalk.new{ endpoint = "https://127.0.0.1:1", proxy = ..., retries = 0, user_agent = "ua-c/1" }
+      local ok, e = pcall(c.robot.clear_plugins, { robotCode = "dingbot-ua", token = "]] .. TOKEN .. [[" })
+      io.write(tostring(ok), " ", e.code)
+    ]])
+    assert.matches("^false transport%.", out)
+    assert.are.same({ "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\nUser-Agent: ua-c/1\r\n"
+                      .. "Proxy-Connection: Keep-Alive\r\n\r\n" }, heads)
+  end)
+
+  it("sends a plain-http request through a proxy (insecure_http) with the User-Agent once", function()
+    local heads, out = raw_heads(1, [[
+      local dingtalk = require "dingtalk"
+      local c = dingtalk.new{ endpoint = "http://127.0.0.1:1", proxy = ..., insecure_http = true,
+                              retries = 0, user_agent = "ua-d/1" }
+      io.write(tostring(c.robot.clear_plugins{ robotCode = "dingbot-ua", token = "]] .. TOKEN .. [[" }))
+    ]])
+    assert.are.equal("true", out)
+    -- as with CURLOPT_USERAGENT: libcurl's Proxy-Connection after it
+    assert.are.same({ "POST http://127.0.0.1:1" .. CLEAR .. " HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"
+                      .. "User-Agent: ua-d/1\r\nProxy-Connection: Keep-Alive\r\n"
+                      .. "x-acs-dingtalk-access-token: " .. TOKEN .. "\r\nContent-Type: application/json\r\n"
+                      .. "Accept: application/json\r\nContent-Length: " .. #BODY .. "\r\n\r\n" }, heads)
   end)
 end)

@@ -317,6 +317,25 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   if (l == NULL) return "out of memory";
   h->token_node.data = h->token_line;
   h->token_node.next = h->headers;
+  if (o->user_agent && o->user_agent[strspn(o->user_agent, " ")] != '\0') {
+    static const char name[] = "User-Agent: ";
+    size_t n = strlen(o->user_agent) + 1;
+    char *line = (char *)malloc(sizeof name - 1 + n);
+    if (line == NULL) return "out of memory";
+    memcpy(line, name, sizeof name - 1);
+    memcpy(line + sizeof name - 1, o->user_agent, n);
+    h->ua_node.data = line;
+    /* A CONNECT gets it as with CURLOPT_USERAGENT, in the same place:
+    ** before libcurl's Proxy-Connection, which the list must then carry. */
+    if (!o->direct) {
+      l = dt_curl.slist_append(NULL, line);
+      if (l) h->proxy_headers = l;
+      if (l) l = dt_curl.slist_append(h->proxy_headers, "Proxy-Connection: Keep-Alive");
+      if (l == NULL) return "out of memory";
+    } else {
+      h->ua_listed = 1;
+    }
+  }
 
 #define SET(opt, val) \
   if (dt_curl.easy_setopt(c, opt, val) != CURLE_OK) return "curl_easy_setopt " #opt " failed"
@@ -337,7 +356,8 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   /* No CURLOPT_MAXFILESIZE: with it libcurl reports an overflowing
   ** Content-Length as "too large"; on_header tells the two apart. */
   SET(CURLOPT_POST, 1L);
-  SET(CURLOPT_HTTPHEADER, h->headers);   /* h->with_token is 0 */
+  h->ua_node.next = h->headers;       /* h->with_token is 0 */
+  SET(CURLOPT_HTTPHEADER, h->ua_listed ? &h->ua_node : h->headers);
   SET(CURLOPT_WRITEFUNCTION, on_body);
   SET(CURLOPT_WRITEDATA, (void *)h);
   SET(CURLOPT_HEADERFUNCTION, on_header);
@@ -347,7 +367,7 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   SET(CURLOPT_OPENSOCKETDATA, (void *)h);
   SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
   SET(CURLOPT_CLOSESOCKETDATA, (void *)h);
-  if (o->user_agent) SET(CURLOPT_USERAGENT, o->user_agent);
+  if (o->user_agent && !h->ua_listed) SET(CURLOPT_USERAGENT, o->user_agent);
   if (o->cafile && !add_cafile(c, o->cafile)) SET(CURLOPT_CAINFO, o->cafile);
   /* "": no proxy at all, whatever the environment says */
   if (o->direct) {
@@ -368,6 +388,10 @@ void dt_http_close(dt_http *h) {
   if (h->curl && (h->pid == (long)getpid() || dt_http_disown(h)))
     dt_curl.easy_cleanup(h->curl);
   if (h->headers) dt_curl.slist_free_all(h->headers);
+  if (h->proxy_headers) dt_curl.slist_free_all(h->proxy_headers);
+  free(h->ua_node.data);
+  h->ua_node.data = NULL;
+  h->proxy_headers = NULL;
   free(h->body);
   free(h->url);
   h->curl = NULL;
@@ -473,11 +497,53 @@ void dt_http_method(dt_http *h, int method) {
   h->method = method;
 }
 
+static int is_https(const char *url) {
+  static const char https[] = "https:";
+  size_t i;
+  for (i = 0; i < sizeof https - 1; i++) {
+    char c = url[i];
+    if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+    if (c != https[i]) return 0;
+  }
+  return 1;
+}
+
+/* The header list of the next transfer: the token line, when there is one,
+** between the User-Agent and the constant headers. */
+static void set_headers(dt_http *h, int with_token) {
+  struct curl_slist *l = with_token ? &h->token_node : h->headers;
+  if (h->ua_listed) {
+    h->ua_node.next = l;
+    l = &h->ua_node;
+  }
+  h->with_token = -1;                /* set again next time if this fails */
+  if (dt_curl.easy_setopt(h->curl, CURLOPT_HTTPHEADER, l) == CURLE_OK)
+    h->with_token = with_token;
+}
+
+/* Where the User-Agent goes, for a client that may use a proxy: in the
+** header list for https, and then in the proxy headers for the CONNECT.
+** A plain-http request through a proxy (no CONNECT) would carry both
+** lists, and libcurl puts its Proxy-Connection line before the custom
+** headers: there CURLOPT_USERAGENT keeps the head as it always was. */
+static void place_user_agent(dt_http *h, const char *url) {
+  int https;
+  const char *ua;
+  if (h->proxy_headers == NULL || (https = is_https(url)) == h->ua_listed) return;
+  ua = h->ua_node.data + sizeof "User-Agent: " - 1;
+  if (dt_curl.easy_setopt(h->curl, CURLOPT_PROXYHEADER, https ? h->proxy_headers : NULL) != CURLE_OK ||
+      dt_curl.easy_setopt(h->curl, CURLOPT_USERAGENT, https ? NULL : ua) != CURLE_OK)
+    return;
+  h->ua_listed = https;
+  h->with_token = -1;                /* the list changes */
+}
+
 /* Sets the URL only when it changed: libcurl copies it on every setopt,
 ** and a client nearly always calls the same few paths. */
 static void set_url(dt_http *h, const char *url) {
   size_t n;
   if (h->url && strcmp(h->url, url) == 0) return;
+  place_user_agent(h, url);
   free(h->url);
   h->url = NULL;
   /* Remembered only once libcurl has it: a failed setopt (out of memory)
@@ -522,11 +588,8 @@ int dt_http_prepare(dt_http *h, const char *url, const char *token, size_t tlen,
     h->token_line[prefix + tlen] = '\0';
     h->tlen = tlen;
   }
-  if (with_token != h->with_token) {
-    dt_curl.easy_setopt(h->curl, CURLOPT_HTTPHEADER, with_token ? &h->token_node : h->headers);
-    h->with_token = with_token;
-  }
-  set_url(h, url);
+  set_url(h, url);                   /* first: it may change the header list */
+  if (with_token != h->with_token) set_headers(h, with_token);
   if (h->method != DT_GET) {
     dt_curl.easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
     dt_curl.easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);

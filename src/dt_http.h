@@ -61,6 +61,14 @@ typedef struct dt_http {
   struct curl_slist token_node;
   char token_line[sizeof DT_TOKEN_HEADER + DT_TOKEN_MAX];
   int with_token;                /* which list CURLOPT_HTTPHEADER holds */
+  /* "User-Agent: ..." (data NULL: none, or only blanks, which libcurl
+  ** sends only as CURLOPT_USERAGENT). A constant header costs libcurl less
+  ** than CURLOPT_USERAGENT, which it formats anew for every transfer. */
+  struct curl_slist ua_node;
+  int ua_listed;                 /* ua_node heads the header list: see set_url */
+  /* The User-Agent for a CONNECT through a proxy, which CURLOPT_HTTPHEADER
+  ** does not reach (NULL: the client never uses a proxy). */
+  struct curl_slist *proxy_headers;
   int method;                    /* the method last set up (0: POST) */
   char *url;                     /* copy of the URL last set (NULL: none) */
   char *body;                    /* response body, NUL-terminated */
