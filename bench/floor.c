@@ -113,6 +113,9 @@ static CURL *open_handle(buf *b, char *errbuf, const char *url,
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, (void *)b);
   curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+  /* No proxy for any host: without it libcurl reads the proxy variables
+  ** of the environment at every transfer. */
+  curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
   curl_easy_setopt(c, CURLOPT_URL, url);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);

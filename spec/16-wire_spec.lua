@@ -16,21 +16,24 @@ local CLEAR = "/v1.0/robot/plugins/clear"
 
 
 -- A raw server on 127.0.0.1 for a child interpreter that runs `script`
--- (Lua, given the server's URL as ...) with `env` ("NAME=value ...") and no
--- proxy variables besides: returns the first n heads received, one per
+-- (Lua, given the server's URL as ...) with `env` ("NAME=value ...", where
+-- $PROXY_PORT is the server's port) and no proxy variables besides: returns the first n heads received, one per
 -- connection, byte for byte, the child's output and the port. A CONNECT
 -- gets a 403, any other request {"result":true} and the connection closed.
-local function raw_heads(n, script, env)
+-- lua, cpath: another interpreter for the child, and its core.
+local function raw_heads(n, script, env, lua, cpath)
   local server = assert(socket.bind("127.0.0.1", 0))
   local _, port = server:getsockname()
+  env = (env or ""):gsub("%$PROXY_PORT", port)
   local file = os.tmpname()
   local f = assert(io.open(file, "w"))
   f:write(script)
   f:close()
-  local child = io.popen(shell.lua_env("./lua/?.lua;" .. package.path, package.cpath,
+  local child = io.popen(shell.lua_env(lua and "./lua/?.lua;;" or "./lua/?.lua;" .. package.path,
+                                       cpath or package.cpath,
                                        { "no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "https_proxy",
                                          "HTTPS_PROXY", "all_proxy", "ALL_PROXY" })
-                         .. " " .. (env or "") .. " " .. shell.LUA .. " " .. shell.q(file) .. " "
+                         .. " " .. env .. " " .. (lua or shell.LUA) .. " " .. shell.q(file) .. " "
                          .. shell.q("http://127.0.0.1:" .. port) .. " 2>&1", "r")
   local heads, deadline = {}, socket.gettime() + 10
   server:settimeout(0.1)
@@ -248,5 +251,89 @@ describe("the request head on the wire", function()
                       .. "User-Agent: ua-d/1\r\nProxy-Connection: Keep-Alive\r\n"
                       .. "x-acs-dingtalk-access-token: " .. TOKEN .. "\r\nContent-Type: application/json\r\n"
                       .. "Accept: application/json\r\nContent-Length: " .. #BODY .. "\r\n\r\n" }, heads)
+  end)
+end)
+
+-- The proxy variables as libcurl reads them; the core reads them once, when
+-- the client is made. The proxy is the raw server; "direct" means the call
+-- went to the endpoint itself (a closed port) and the proxy saw nothing.
+describe("proxies from the environment", function()
+  local DEAD = "http://127.0.0.1:9"
+  local CALL = [[
+    local dingtalk = require "dingtalk"
+    local c = dingtalk.new{ endpoint = os.getenv("EP"), insecure_http = os.getenv("INSECURE") and true,
+                            proxy = os.getenv("OPT_PROXY"), retries = 0, timeout = 3000 }
+    local ok, e = pcall(c.robot.clear_plugins, { robotCode = "dingbot-env", token = "tok-env-0123456789" })
+    io.write(tostring(ok), " ", type(e) == "table" and tostring(e.code) or tostring(e))
+  ]]
+  local HTTPS, HTTP = "https://127.0.0.1:1", "http://127.0.0.1:1"
+  local CONNECT = "^CONNECT 127%.0%.0%.1:1 HTTP/1%.1\r\n"
+  local FORWARD = "^POST http://127%.0%.0%.1:1/v1%.0/robot/plugins/clear HTTP/1%.1\r\n"
+  -- { name, endpoint, variables (P: the proxy), expected first line or "direct" }
+  local cases = {
+    { "https_proxy", HTTPS, "https_proxy=P", CONNECT },
+    { "HTTPS_PROXY", HTTPS, "HTTPS_PROXY=P", CONNECT },
+    { "all_proxy", HTTPS, "all_proxy=P", CONNECT },
+    { "ALL_PROXY", HTTPS, "ALL_PROXY=P", CONNECT },
+    { "https_proxy before all_proxy", HTTPS, "https_proxy=P all_proxy=" .. DEAD .. " ALL_PROXY=" .. DEAD, CONNECT },
+    { "HTTPS_PROXY before ALL_PROXY", HTTPS, "HTTPS_PROXY=P ALL_PROXY=" .. DEAD, CONNECT },
+    { "an empty https_proxy is unset", HTTPS, "https_proxy= ALL_PROXY=P", CONNECT },
+    { "http_proxy is not for https", HTTPS, "http_proxy=P", "direct" },
+    { "no_proxy", HTTPS, "https_proxy=P no_proxy=127.0.0.1", "direct" },
+    { "NO_PROXY", HTTPS, "https_proxy=P NO_PROXY=127.0.0.1", "direct" },
+    { "no_proxy before NO_PROXY", HTTPS, "https_proxy=P no_proxy=example.com NO_PROXY=127.0.0.1", CONNECT },
+    { "an empty no_proxy is unset", HTTPS, "https_proxy=P no_proxy= NO_PROXY=127.0.0.1", "direct" },
+    { "no_proxy also bounds the proxy option", HTTPS, "OPT_PROXY=P no_proxy=127.0.0.1", "direct" },
+    { "the proxy option wins over the variables", HTTPS, "OPT_PROXY=P https_proxy=" .. DEAD, CONNECT },
+    { "http_proxy with insecure_http", HTTP, "INSECURE=1 http_proxy=P", FORWARD },
+    { "HTTP_PROXY is never read", HTTP, "INSECURE=1 HTTP_PROXY=P", "direct" },
+    { "ALL_PROXY for plain http with insecure_http", HTTP, "INSECURE=1 ALL_PROXY=P", FORWARD },
+    { "plain http to loopback: no proxy at all", HTTP, "http_proxy=P ALL_PROXY=P all_proxy=P", "direct" },
+  }
+  for _, case in ipairs(cases) do
+    local name, ep, vars, want = case[1], case[2], case[3], case[4]
+    it(name, function()
+      local heads, out = raw_heads(want == "direct" and 0 or 1, CALL,
+                                   "EP=" .. ep .. " " .. vars:gsub("=P", "=http://127.0.0.1:$PROXY_PORT"))
+      if want == "direct" then
+        assert.are.same({}, heads)
+        assert.are.equal("false transport.connect", out)
+      else
+        assert.are.equal(1, #heads, out)
+        assert.matches(want, heads[1])
+        -- the proxy refuses a CONNECT and answers a forwarded request
+        assert.matches(want == FORWARD and "^true true$" or "^false transport%.", out)
+      end
+    end)
+  end
+
+  -- setenv() after the client is made: LuaJIT's FFI has it, so the child
+  -- is LuaJIT (with its own build of the core) whatever runs the suite.
+  local JIT_CORE = "./build/luajit/dingtalk/core.so"
+  local has_jit = io.open(JIT_CORE) and os.execute("command -v luajit >/dev/null 2>&1")
+  local it_jit = has_jit and it or pending
+  it_jit("reads the variables when the client is made, not at each call", function()
+    local heads, out = raw_heads(1, [[
+      local ffi = require "ffi"
+      ffi.cdef "int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);"
+      local dingtalk = require "dingtalk"
+      local proxy = "http://127.0.0.1:" .. os.getenv("PROXY_PORT")
+      local function call(c)
+        local ok, e = pcall(c.robot.clear_plugins, { robotCode = "dingbot-env", token = "tok-env-0123456789" })
+        io.write(tostring(ok), " ", type(e) == "table" and tostring(e.code) or tostring(e), "; ")
+      end
+      -- made without a proxy variable: a later one does not apply
+      local direct = dingtalk.new{ endpoint = "https://127.0.0.1:1", retries = 0, timeout = 3000 }
+      ffi.C.setenv("https_proxy", proxy, 1)
+      call(direct)
+      -- made with one: it applies after the variable is gone
+      local via = dingtalk.new{ endpoint = "https://127.0.0.1:1", retries = 0, timeout = 3000 }
+      ffi.C.unsetenv("https_proxy")
+      ffi.C.setenv("no_proxy", "*", 1)
+      call(via)
+    ]], "PROXY_PORT=$PROXY_PORT", "luajit", "./build/luajit/?.so;;")
+    assert.matches("^false transport%.connect; false transport%.[%w_]+; $", out)
+    assert.are.equal(1, #heads)
+    assert.matches("^CONNECT 127%.0%.0%.1:1 HTTP/1%.1\r\n", heads[1])
   end)
 end)

@@ -293,6 +293,29 @@ static int add_cafile(CURL *c, const char *cafile) {
   return ok;
 }
 
+/* The first of the variables set to a non-empty value (libcurl takes an
+** empty one as unset), or NULL. */
+static const char *env(const char *a, const char *b, const char *c, const char *d) {
+  const char *names[4];
+  int i;
+  names[0] = a; names[1] = b; names[2] = c; names[3] = d;
+  for (i = 0; i < 4 && names[i]; i++) {
+    const char *v = getenv(names[i]);
+    if (v && v[0]) return v;
+  }
+  return NULL;
+}
+
+/* A copy of v (NULL: none) in *dst; 0 when out of memory. */
+static int keep_env(char **dst, const char *v) {
+  size_t n;
+  if (v == NULL) return 1;
+  n = strlen(v) + 1;
+  if ((*dst = (char *)malloc(n)) == NULL) return 0;
+  memcpy(*dst, v, n);
+  return 1;
+}
+
 const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   struct curl_slist *l;
   CURL *c;
@@ -369,11 +392,26 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   SET(CURLOPT_CLOSESOCKETDATA, (void *)h);
   if (o->user_agent && !h->ua_listed) SET(CURLOPT_USERAGENT, o->user_agent);
   if (o->cafile && !add_cafile(c, o->cafile)) SET(CURLOPT_CAINFO, o->cafile);
-  /* "": no proxy at all, whatever the environment says */
+  /* The variables as libcurl reads them (its detect_proxy and no_proxy
+  ** lookups), but once: set_url picks the proxy of the URL's scheme. */
+  h->proxy_scheme = DT_PROXY_FIXED;
   if (o->direct) {
-    SET(CURLOPT_PROXY, "");
-  } else if (o->proxy) {
-    SET(CURLOPT_PROXY, o->proxy);
+    /* no proxy at all, whatever the environment says */
+    SET(CURLOPT_NOPROXY, "*");
+  } else {
+    const char *np = env("no_proxy", "NO_PROXY", NULL, NULL);
+    if (o->proxy) {
+      SET(CURLOPT_PROXY, o->proxy);
+      SET(CURLOPT_NOPROXY, np ? np : "");
+    } else {
+      /* http_proxy in lowercase only: a CGI program gets HTTP_PROXY from a
+      ** request's "Proxy:" header (libcurl's reason, and ours) */
+      if (!keep_env(&h->env_proxy[0], env("http_proxy", "all_proxy", "ALL_PROXY", NULL)) ||
+          !keep_env(&h->env_proxy[1], env("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")) ||
+          !keep_env(&h->no_proxy, np))
+        return "out of memory";
+      h->proxy_scheme = DT_PROXY_UNSET;
+    }
   }
 #undef SET
   /* libcurl before 7.80 has no pre-request callback: an at-most-once
@@ -390,6 +428,10 @@ void dt_http_close(dt_http *h) {
   if (h->headers) dt_curl.slist_free_all(h->headers);
   if (h->proxy_headers) dt_curl.slist_free_all(h->proxy_headers);
   free(h->ua_node.data);
+  free(h->env_proxy[0]);
+  free(h->env_proxy[1]);
+  free(h->no_proxy);
+  h->env_proxy[0] = h->env_proxy[1] = h->no_proxy = NULL;
   h->ua_node.data = NULL;
   h->proxy_headers = NULL;
   free(h->body);
@@ -538,12 +580,27 @@ static void place_user_agent(dt_http *h, const char *url) {
   h->with_token = -1;                /* the list changes */
 }
 
+/* The environment's proxy for the URL's scheme, for a client with neither
+** the proxy option nor direct; without one, "*" in CURLOPT_NOPROXY says no
+** proxy (and no variable to read) for any host. */
+static void place_proxy(dt_http *h, const char *url) {
+  int https;
+  const char *p;
+  if (h->proxy_scheme == DT_PROXY_FIXED || (https = is_https(url)) == h->proxy_scheme) return;
+  p = h->env_proxy[https];
+  h->proxy_scheme = DT_PROXY_UNSET;  /* set again next time if this fails */
+  if (dt_curl.easy_setopt(h->curl, CURLOPT_PROXY, p) == CURLE_OK &&
+      dt_curl.easy_setopt(h->curl, CURLOPT_NOPROXY, p ? (h->no_proxy ? h->no_proxy : "") : "*") == CURLE_OK)
+    h->proxy_scheme = https;
+}
+
 /* Sets the URL only when it changed: libcurl copies it on every setopt,
 ** and a client nearly always calls the same few paths. */
 static void set_url(dt_http *h, const char *url) {
   size_t n;
   if (h->url && strcmp(h->url, url) == 0) return;
   place_user_agent(h, url);
+  place_proxy(h, url);
   free(h->url);
   h->url = NULL;
   /* Remembered only once libcurl has it: a failed setopt (out of memory)

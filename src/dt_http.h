@@ -69,6 +69,12 @@ typedef struct dt_http {
   /* The User-Agent for a CONNECT through a proxy, which CURLOPT_HTTPHEADER
   ** does not reach (NULL: the client never uses a proxy). */
   struct curl_slist *proxy_headers;
+  /* The environment's proxies, read when the handle is made: libcurl
+  ** reads up to seven variables at every transfer without CURLOPT_PROXY
+  ** and CURLOPT_NOPROXY. [0] for http, [1] for https; NULL: none. */
+  char *env_proxy[2];
+  char *no_proxy;                /* no_proxy, else NO_PROXY; NULL: none */
+  int proxy_scheme;              /* whose proxy is set: 0 http, 1 https, or DT_PROXY_* */
   int method;                    /* the method last set up (0: POST) */
   char *url;                     /* copy of the URL last set (NULL: none) */
   char *body;                    /* response body, NUL-terminated */
@@ -91,6 +97,9 @@ typedef struct dt_http {
   dt_http_headers hdr;
   char errbuf[CURL_ERROR_SIZE];
 } dt_http;
+
+/* proxy_scheme: none set yet; set once for good (the proxy option, direct) */
+enum { DT_PROXY_UNSET = -1, DT_PROXY_FIXED = -2 };
 
 /* Outcome of a transfer. On a transport failure `code` is a stable local
 ** code ("transport.timeout", ...) and `status` is 0; otherwise `code` is
