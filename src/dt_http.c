@@ -51,8 +51,9 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud) {
   return add;
 }
 
-static int header_is(const char *line, size_t len, const char *name) {
-  size_t i, n = strlen(name);
+/* Whether the header line is the header `name` (lowercase, n bytes). */
+static int header_is(const char *line, size_t len, const char *name, size_t n) {
+  size_t i;
   if (len <= n || line[n] != ':') return 0;
   for (i = 0; i < n; i++) {
     char c = line[i];
@@ -142,18 +143,33 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud) {
     h->bad_head = DT_HEAD_TOO_BIG;
     return 0;
   }
-  if (len > 0 && len <= 2 && (data[0] == '\r' || data[0] == '\n'))
+  if (len > 0 && len <= 2 && (data[0] == '\r' || data[0] == '\n')) {
     h->in_head = 0;
-  else if (header_is(data, len, "x-acs-request-id"))
-    keep_value(h->hdr.request_id, sizeof h->hdr.request_id, data, len, 16);
-  else if (header_is(data, len, "x-acs-trace-id"))
-    keep_value(h->hdr.trace_id, sizeof h->hdr.trace_id, data, len, 14);
-  else if (header_is(data, len, "retry-after"))
-    keep_value(h->hdr.retry_after, sizeof h->hdr.retry_after, data, len, 11);
-  else if (header_is(data, len, "content-length"))
-    return content_length(h, data, len);
-  else if (header_is(data, len, "transfer-encoding"))
-    return transfer_encoding(h, data, len);
+    return len;
+  }
+#define IS(name) header_is(data, len, name, sizeof name - 1)
+  /* by the first letter, any case: one comparison per line at most */
+  switch (len > 0 ? data[0] | 0x20 : 0) {
+    case 'x':
+      if (IS("x-acs-request-id"))
+        keep_value(h->hdr.request_id, sizeof h->hdr.request_id, data, len, 16);
+      else if (IS("x-acs-trace-id"))
+        keep_value(h->hdr.trace_id, sizeof h->hdr.trace_id, data, len, 14);
+      break;
+    case 'r':
+      if (IS("retry-after"))
+        keep_value(h->hdr.retry_after, sizeof h->hdr.retry_after, data, len, 11);
+      break;
+    case 'c':
+      if (IS("content-length")) return content_length(h, data, len);
+      break;
+    case 't':
+      if (IS("transfer-encoding")) return transfer_encoding(h, data, len);
+      break;
+    default:
+      break;
+  }
+#undef IS
   return len;
 }
 
