@@ -337,3 +337,38 @@ describe("proxies from the environment", function()
     assert.matches("^CONNECT 127%.0%.0%.1:1 HTTP/1%.1\r\n", heads[1])
   end)
 end)
+
+-- The core's own checks of what goes into a header line, read eight bytes
+-- at a time: every byte value at every position, on either side of a word.
+describe("header bytes the core checks", function()
+  local BYTES = { 0, 0x0a, 0x0d, 0x1f, 0x20, 0x41, 0x7e, 0x7f, 0x80, 0xc3, 0xff }
+  it("refuses a token with a control character anywhere, before any traffic", function()
+    local c = core.new_client{ direct = true }
+    for len = 1, 19 do
+      for _, b in ipairs(BYTES) do
+        for pos = 1, len do
+          local t = ("a"):rep(pos - 1) .. string.char(b) .. ("b"):rep(len - pos)
+          local ok, e = core.post(c, "http://127.0.0.1:9" .. CLEAR, t, "{}", "result")
+          assert.is_nil(ok)
+          -- port 9 is closed: a token let through fails to connect
+          assert.are.equal((b < 0x20 or b == 0x7f) and "argument.control_char" or "transport.connect", e.code,
+                           ("byte %d at %d of %d"):format(b, pos, len))
+        end
+      end
+    end
+    c:close()
+  end)
+
+  it("core.printable: 1..max bytes of 0x20-0x7E, nothing else", function()
+    for len = 1, 19 do
+      for b = 0, 255 do
+        for pos = 1, len do
+          local s = ("a"):rep(pos - 1) .. string.char(b) .. ("b"):rep(len - pos)
+          assert.are.equal(b >= 0x20 and b <= 0x7e, core.printable(s, 19), ("byte %d at %d of %d"):format(b, pos, len))
+        end
+      end
+    end
+    assert.is_false(core.printable("", 19))
+    assert.is_false(core.printable(("a"):rep(20), 19))
+  end)
+end)

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -122,20 +123,41 @@ static client *check_client(lua_State *L) {
   return (client *)luaL_checkudata(L, 1, DT_CLIENT_MT);
 }
 
+/* Eight bytes at a time: every call checks its token and robot code. The
+** tests are exact for "some byte of w is": below 0x20, 0x7F, above 0x7E
+** (bit twiddling: a borrow or carry into a byte's top bit). */
+#define DT_ONES UINT64_C(0x0101010101010101)
+#define DT_HIGH UINT64_C(0x8080808080808080)
+#define DT_BELOW_20(w) (((w) - DT_ONES * 0x20) & ~(w) & DT_HIGH)
+#define DT_IS_7F(w) ((((w) ^ (DT_ONES * 0x7F)) - DT_ONES) & ~((w) ^ (DT_ONES * 0x7F)) & DT_HIGH)
+#define DT_ABOVE_7E(w) ((((w) + DT_ONES * (127 - 0x7E)) | (w)) & DT_HIGH)
+
+/* Whether s[0..len) holds a control character (below 0x20, or 0x7F);
+** printable: also whether it holds anything above 0x7E. */
+static int any_outside(const char *s, size_t len, int printable) {
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    if (DT_BELOW_20(w) || (printable ? DT_ABOVE_7E(w) : DT_IS_7F(w))) return 1;
+  }
+  for (; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch < 0x20 || ch == 0x7F || (printable && ch > 0x7E)) return 1;
+  }
+  return 0;
+}
+
 /* The token checks of every call that sends one: `nil, error` pushed
 ** (returns 2) or 0 when the token is fine. */
 static int check_token(lua_State *L, const char *token, size_t tlen) {
-  size_t i;
   if (token != NULL && (tlen == 0 || tlen > DT_TOKEN_MAX))
     return argument_error(L, "argument.token", "token",
                           "token must be 1 to 1024 bytes");
   /* Last line of defence: a CR/LF here would inject headers. */
-  for (i = 0; i < tlen; i++) {
-    unsigned char ch = (unsigned char)token[i];
-    if (ch < 0x20 || ch == 0x7F)
-      return argument_error(L, "argument.control_char", "token",
-                            "token contains a control character");
-  }
+  if (any_outside(token, tlen, 0))
+    return argument_error(L, "argument.control_char", "token",
+                          "token contains a control character");
   return 0;
 }
 
@@ -195,7 +217,7 @@ static int client_post(lua_State *L) {
   const char *body = luaL_checklstring(L, 4, &blen);
   const char *field = luaL_optstring(L, 5, NULL);
   static const char *const methods[] = {"POST", "GET", "PUT", "DELETE", "PATCH", NULL};
-  int method = luaL_checkoption(L, 6, "POST", methods);
+  int method = lua_isnoneornil(L, 6) ? DT_POST : luaL_checkoption(L, 6, NULL, methods);
   int once = lua_toboolean(L, 7);
   size_t slen = 0;
   const char *secret = luaL_optlstring(L, 8, NULL, &slen);
@@ -705,15 +727,13 @@ static int core_is_error(lua_State *L) {
 ** printable ASCII: the usual robot code or token, accepted in one C pass.
 ** Anything else gets the full checks in Lua, which name the exact fault. */
 static int core_printable(lua_State *L) {
-  size_t len, i;
+  size_t len;
   const char *s;
   lua_Integer max = luaL_checkinteger(L, 2);
   int yes = lua_type(L, 1) == LUA_TSTRING;
   if (yes) {
     s = lua_tolstring(L, 1, &len);
-    yes = len > 0 && (lua_Integer)len <= max;
-    for (i = 0; yes && i < len; i++)
-      yes = s[i] >= 0x20 && s[i] <= 0x7E;
+    yes = len > 0 && (lua_Integer)len <= max && !any_outside(s, len, 1);
   }
   lua_pushboolean(L, yes);
   return 1;
@@ -753,15 +773,12 @@ static int core_unknown_key(lua_State *L) {
 ** strings of 1..max bytes. nil means "not that simple": the Lua checks
 ** then run and raise the precise argument error. */
 static int printable_field(lua_State *L, int t, const char *k, lua_Integer max) {
-  size_t len, i;
+  size_t len;
   const char *s;
   lua_getfield(L, t, k);
   if (lua_type(L, -1) != LUA_TSTRING) return 0;
   s = lua_tolstring(L, -1, &len);
-  if (len == 0 || (lua_Integer)len > max) return 0;
-  for (i = 0; i < len; i++)
-    if (s[i] < 0x20 || s[i] > 0x7E) return 0;
-  return 1;
+  return len > 0 && (lua_Integer)len <= max && !any_outside(s, len, 1);
 }
 
 static int core_plain_args(lua_State *L) {
