@@ -226,6 +226,30 @@ describe("the request head on the wire", function()
                       head(port, nil, "tok-third-0123456789", "/p") }, heads)
   end)
 
+  it("asks for no 100 Continue: a large body goes at once, small ones as ever (one client)", function()
+    -- libcurl adds "Expect: 100-continue" above 1 MiB and then waits up
+    -- to a second; the raw server never answers 100
+    local big = '{"robotCode":"' .. ("x"):rep(1100 * 1024) .. '"}'
+    local bigfile = os.tmpname()
+    local f = assert(io.open(bigfile, "w")); f:write(big); f:close()
+    local heads, out, port = raw_heads(3, [[
+      local core = require "dingtalk.core"
+      local url = ...
+      local f = assert(io.open(os.getenv("BIG"))); local big = f:read("*a"); f:close()
+      local c = core.new_client{ user_agent = "ua-e/1" }
+      for _, b in ipairs{ ']] .. BODY .. [[', big, ']] .. BODY .. [[' } do
+        io.write(tostring(select(2, core.post(c, url .. "/p", "]] .. TOKEN .. [[", b, "result"))), " ")
+      end
+      c:close()
+    ]], "BIG=" .. bigfile)
+    os.remove(bigfile)
+    assert.are.equal("true true true ", out)
+    assert.are.equal(head(port, "ua-e/1", TOKEN, "/p"), heads[1])
+    assert.are.equal((head(port, "ua-e/1", TOKEN, "/p"):gsub("Content%-Length: %d+", "Content-Length: " .. #big)),
+                     heads[2])
+    assert.are.equal(head(port, "ua-e/1", TOKEN, "/p"), heads[3])
+  end)
+
   it("gives a CONNECT to a proxy the User-Agent, and nothing else of the request", function()
     local heads, out = raw_heads(1, [[
       local dingtalk = require "dingtalk"

@@ -351,11 +351,13 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   l = dt_curl.slist_append(NULL, "Content-Type: application/json");
   if (l) h->headers = l;
   if (l) l = dt_curl.slist_append(h->headers, "Accept: application/json");
+  if (l) l = dt_curl.slist_append(NULL, "Content-Type: application/json");
+  if (l) h->headers_expect = l;
+  if (l) l = dt_curl.slist_append(h->headers_expect, "Accept: application/json");
   /* An empty Expect: stops libcurl waiting for "100 Continue". */
-  if (l) l = dt_curl.slist_append(h->headers, "Expect:");
+  if (l) l = dt_curl.slist_append(h->headers_expect, "Expect:");
   if (l == NULL) return "out of memory";
   h->token_node.data = h->token_line;
-  h->token_node.next = h->headers;
   if (o->user_agent && o->user_agent[strspn(o->user_agent, " ")] != '\0') {
     static const char name[] = "User-Agent: ";
     size_t n = strlen(o->user_agent) + 1;
@@ -395,8 +397,7 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   /* No CURLOPT_MAXFILESIZE: with it libcurl reports an overflowing
   ** Content-Length as "too large"; on_header tells the two apart. */
   SET(CURLOPT_POST, 1L);
-  h->ua_node.next = h->headers;       /* h->with_token is 0 */
-  SET(CURLOPT_HTTPHEADER, h->ua_listed ? &h->ua_node : h->headers);
+  h->list = -1;                      /* the first prepare sets it */
   SET(CURLOPT_WRITEFUNCTION, on_body);
   SET(CURLOPT_WRITEDATA, (void *)h);
   SET(CURLOPT_HEADERFUNCTION, on_header);
@@ -442,6 +443,8 @@ void dt_http_close(dt_http *h) {
   if (h->curl && (h->pid == (long)getpid() || dt_http_disown(h)))
     dt_curl.easy_cleanup(h->curl);
   if (h->headers) dt_curl.slist_free_all(h->headers);
+  if (h->headers_expect) dt_curl.slist_free_all(h->headers_expect);
+  h->headers_expect = NULL;
   if (h->proxy_headers) dt_curl.slist_free_all(h->proxy_headers);
   free(h->ua_node.data);
   free(h->env_proxy[0]);
@@ -566,17 +569,20 @@ static int is_https(const char *url) {
   return 1;
 }
 
-/* The header list of the next transfer: the token line, when there is one,
-** between the User-Agent and the constant headers. */
-static void set_headers(dt_http *h, int with_token) {
-  struct curl_slist *l = with_token ? &h->token_node : h->headers;
+/* The header list of the next transfer (DT_LIST_* bits): the User-Agent,
+** the token line when there is one, the constant headers. */
+static void set_headers(dt_http *h, int list) {
+  struct curl_slist *l = list & DT_LIST_EXPECT ? h->headers_expect : h->headers;
+  if (list & DT_LIST_TOKEN) {
+    h->token_node.next = l;
+    l = &h->token_node;
+  }
   if (h->ua_listed) {
     h->ua_node.next = l;
     l = &h->ua_node;
   }
-  h->with_token = -1;                /* set again next time if this fails */
-  if (dt_curl.easy_setopt(h->curl, CURLOPT_HTTPHEADER, l) == CURLE_OK)
-    h->with_token = with_token;
+  h->list = -1;                      /* set again next time if this fails */
+  if (dt_curl.easy_setopt(h->curl, CURLOPT_HTTPHEADER, l) == CURLE_OK) h->list = list;
 }
 
 /* Where the User-Agent goes, for a client that may use a proxy: in the
@@ -593,7 +599,7 @@ static void place_user_agent(dt_http *h, const char *url) {
       dt_curl.easy_setopt(h->curl, CURLOPT_USERAGENT, https ? NULL : ua) != CURLE_OK)
     return;
   h->ua_listed = https;
-  h->with_token = -1;                /* the list changes */
+  h->list = -1;                      /* the list changes */
 }
 
 /* The environment's proxy for the URL's scheme, for a client with neither
@@ -630,7 +636,7 @@ static void set_url(dt_http *h, const char *url) {
 int dt_http_prepare(dt_http *h, const char *url, const char *token, size_t tlen,
                     const char *body, size_t len, int once, dt_http_result *out) {
   static const size_t prefix = sizeof DT_TOKEN_HEADER - 1;
-  int with_token = token != NULL;
+  int list = (token != NULL ? DT_LIST_TOKEN : 0) | (len > DT_EXPECT_MIN ? DT_LIST_EXPECT : 0);
 
   h->len = 0;
   h->too_large = 0;
@@ -655,14 +661,14 @@ int dt_http_prepare(dt_http *h, const char *url, const char *token, size_t tlen,
       return 1;
     }
   }
-  if (with_token) {
+  if (token != NULL) {
     memcpy(h->token_line, DT_TOKEN_HEADER, prefix);
     memcpy(h->token_line + prefix, token, tlen);
     h->token_line[prefix + tlen] = '\0';
     h->tlen = tlen;
   }
   set_url(h, url);                   /* first: it may change the header list */
-  if (with_token != h->with_token) set_headers(h, with_token);
+  if (list != h->list) set_headers(h, list);
   if (h->method != DT_GET) {
     dt_curl.easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
     dt_curl.easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
