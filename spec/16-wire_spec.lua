@@ -226,6 +226,32 @@ describe("the request head on the wire", function()
                       head(port, nil, "tok-third-0123456789", "/p") }, heads)
   end)
 
+  it("is the same in a batch (core.multi): each slot's head byte for byte", function()
+    local heads, out, port = raw_heads(3, [[
+      local core = require "dingtalk.core"
+      local url = ...
+      local m = assert(core.multi({ user_agent = "ua-m/1" }, 2))
+      assert(m:start(1, url .. "/p", "]] .. TOKEN .. [[", ']] .. BODY .. [['))
+      assert(m:start(2, url .. "/p", nil, ']] .. BODY .. [['))
+      local got = {}
+      while #got < 2 do
+        for _, r in ipairs(m:wait(1000)) do got[#got + 1] = tostring(r.ok) end
+      end
+      assert(m:start(1, url .. "/p", "tok-again-0123456789", ']] .. BODY .. [['))
+      while #got < 3 do
+        for _, r in ipairs(m:wait(1000)) do got[#got + 1] = tostring(r.ok) end
+      end
+      m:close()
+      io.write(table.concat(got, " "))
+    ]])
+    assert.are.equal("true true true", out)
+    table.sort(heads)   -- the first two in whichever order they connected
+    local want = { head(port, "ua-m/1", TOKEN, "/p"), head(port, "ua-m/1", nil, "/p"),
+                   head(port, "ua-m/1", "tok-again-0123456789", "/p") }
+    table.sort(want)
+    assert.are.same(want, heads)
+  end)
+
   it("asks for no 100 Continue: a large body goes at once, small ones as ever (one client)", function()
     -- libcurl adds "Expect: 100-continue" above 1 MiB and then waits up
     -- to a second; the raw server never answers 100
