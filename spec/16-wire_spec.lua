@@ -149,6 +149,84 @@ describe("the libcurl transport on the wire", function()
     end)
   end
 
+  describe("core.clear_closure", function()
+    local function make(c, opts)
+      local calls = { slow = {}, after = {} }
+      local bound = {}
+      local f = core.clear_closure(c, emu.url .. CLEAR, opts and opts.once or false, bound,
+        function(a, b) calls.slow[#calls.slow + 1] = { a, b }; return "slow", a, b end,
+        function(token, body, err)
+          calls.after[#calls.after + 1] = { token = token, body = body, err = err }
+          return "after", err.code
+        end)
+      bound.clear_plugins = f
+      return f, bound, calls
+    end
+
+    it("makes the usual call in C: the same request as core.post, the result", function()
+      local c = core.new_client{ user_agent = "ua-f/1", direct = true }
+      local f, bound, calls = make(c)
+      assert.is_true(f{ robotCode = "dingbot-ok", token = TOKEN })
+      assert.is_false(bound:clear_plugins{ robotCode = "dingbot-false", token = TOKEN })
+      assert.is_true(select(2, core.post(c, emu.url .. CLEAR, TOKEN, '{"robotCode":"dingbot-ok"}', "result")))
+      local reqs = emulator.requests(emu)
+      assert.are.equal(3, #reqs)
+      for i, code in ipairs{ "dingbot-ok", "dingbot-false", "dingbot-ok" } do
+        assert.are.equal(CLEAR, reqs[i].path)
+        assert.are.same({ robotCode = code }, cjson.decode(reqs[i].body))
+        assert.are.equal('{"robotCode":"' .. code .. '"}', reqs[i].body)
+        assert.are.equal(TOKEN, reqs[i].headers["x-acs-dingtalk-access-token"])
+        assert.are.equal("ua-f/1", reqs[i].headers["user-agent"])
+      end
+      assert.are.same({ slow = {}, after = {} }, calls)
+      c:close()
+    end)
+
+    it("leaves every other call to slow, before anything is sent", function()
+      local c = core.new_client{ direct = true }
+      local f, bound, calls = make(c)
+      local others = {
+        { robotCode = "dingbot-ok", token = TOKEN, extra = 1 },     -- an unknown key
+        { robotCode = "dingbot-ok" },                                -- no token
+        { token = TOKEN },                                           -- no robot code
+        { robotCode = "a/b", token = TOKEN },                        -- JSON escapes '/'
+        { robotCode = 'a"b', token = TOKEN },
+        { robotCode = "a\\b", token = TOKEN },
+        { robotCode = "", token = TOKEN },
+        { robotCode = ("x"):rep(257), token = TOKEN },
+        { robotCode = "dingbot-ok", token = ("t"):rep(1025) },
+        { robotCode = "dingbot-ok", token = "tok\r\nX: y" },
+        { robotCode = "ding\195\169", token = TOKEN },
+        { robotCode = 12, token = TOKEN },
+      }
+      for i, a in ipairs(others) do
+        local r, ra = f(a)
+        assert.are.equal("slow", r, i)
+        assert.are.equal(a, ra, i)
+      end
+      assert.are.equal("slow", f("not a table"))
+      assert.are.equal("slow", select(1, bound:clear_plugins("x")))
+      assert.are.equal(#others + 2, #calls.slow)
+      assert.are.equal(0, #emulator.requests(emu))
+      c:close()
+    end)
+
+    it("hands a failed attempt to after: the token, the body, the error", function()
+      local c = core.new_client{ direct = true }
+      local f, _, calls = make(c, { once = true })
+      assert.are.same({ "after", "http.429" }, { f{ robotCode = "fault-429", token = TOKEN } })
+      assert.are.equal(1, #emulator.requests(emu))
+      assert.are.equal(1, #calls.after)
+      assert.are.equal(TOKEN, calls.after[1].token)
+      assert.are.equal('{"robotCode":"fault-429"}', calls.after[1].body)
+      assert.are.equal(429, calls.after[1].err.status)
+      -- a closed client: the core's own argument error, nothing sent
+      c:close()
+      assert.are.same({ "after", "argument.closed" }, { f{ robotCode = "dingbot-ok", token = TOKEN } })
+      assert.are.equal(1, #emulator.requests(emu))
+    end)
+  end)
+
   it("a request id is kept whole, then redacted and cut: no part of the token gets through", function()
     local c = core.new_client{}
     c:last()        -- request ids are kept from here on (an on_request hook asks first too)
