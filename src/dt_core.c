@@ -325,7 +325,7 @@ typedef struct clear_fast {
 static int clear_call(lua_State *L) {
   static const char head[] = "{\"robotCode\":\"";
   const clear_fast *f = (const clear_fast *)lua_touserdata(L, lua_upvalueindex(4));
-  int t = lua_rawequal(L, 1, lua_upvalueindex(5)) && lua_type(L, 2) == LUA_TTABLE ? 2 : 1;
+  int t = lua_type(L, 2) == LUA_TTABLE && lua_rawequal(L, 1, lua_upvalueindex(5)) ? 2 : 1;
   char body[sizeof head + DT_CODE_MAX + 2];
   const char *code, *token;
   size_t clen, tlen, blen, i;
