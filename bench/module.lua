@@ -10,10 +10,12 @@
 --   --mem    VmRSS (and the Lua heap) after those many calls
 --   --quiet  no clock helper, no output: the request capture (the cold
 --            start has its own script, bench/cold.lua)
+--   --core   with --quiet: the same calls through the client's C core
+--            directly (core.post), without the Lua layer, for callgrind
 -- Needs LUA_PATH/LUA_CPATH to reach lua/, build/<lua>/ and, unless --quiet,
 -- bench/out/<lua>/benchclock.so.
 local endpoint, calls = arg[1], tonumber(arg[2])
-local lat, fresh, quiet, print_ua, mem_at = false, false, false, false, {}
+local lat, fresh, quiet, print_ua, core_only, mem_at = false, false, false, false, false, {}
 local i = 3
 while arg[i] do
   local a = arg[i]
@@ -21,6 +23,7 @@ while arg[i] do
   elseif a == "--new" then fresh = true
   elseif a == "--quiet" then quiet = true
   elseif a == "--print-ua" then print_ua = true
+  elseif a == "--core" then core_only = true
   elseif a == "--mem" and arg[i + 1] then
     i = i + 1
     for n in arg[i]:gmatch("%d+") do mem_at[#mem_at + 1] = tonumber(n) end
@@ -60,6 +63,15 @@ end
 
 if quiet then   -- require (above), a client, the calls, no output
   local c = dingtalk.new{ endpoint = endpoint }
+  if core_only then   -- the request the Lua layer makes, straight to core.post
+    local post, cc, url = require("dingtalk.core").post, c._core, endpoint .. "/v1.0/robot/plugins/clear"
+    local body = '{"robotCode":"' .. ROBOT .. '"}'
+    for n = 1, calls do
+      local ok, v = post(cc, url, TOKEN, body, "result", nil, false)
+      if not ok or v ~= true then fail(n, v) end
+    end
+    return
+  end
   for n = 1, calls do
     local v = c.robot.clear_plugins{ robotCode = ROBOT, token = TOKEN }
     if v ~= true then fail(n, v) end

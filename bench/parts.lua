@@ -7,9 +7,13 @@
 --   encode | decode | map
 -- A PART that the code no longer has fails, and bench/run leaves it out.
 local part, n = arg[1], tonumber(arg[2])
+-- The stub goes in before the Lua layer loads: client.lua keeps core.post
+-- in a local.
+local core = require "dingtalk.core"
+local real_post = core.post
+core.post = function() return true, true end
 local dingtalk = require "dingtalk"
 local check = require "dingtalk.check"
-local core = require "dingtalk.core"
 local json = require("cjson").new()
 
 local ROBOT, TOKEN = "dingbench", "bench-token-0123456789abcdef"
@@ -19,7 +23,7 @@ local args = { robotCode = ROBOT, token = TOKEN }
 local answer = '{"result":true}'
 
 local c = dingtalk.new{ endpoint = ENDPOINT }
-c._core = { post = function() return true, true end, close = function() end }
+core.post = real_post
 
 local parts = {
   none = function() end,

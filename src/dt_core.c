@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -122,20 +123,41 @@ static client *check_client(lua_State *L) {
   return (client *)luaL_checkudata(L, 1, DT_CLIENT_MT);
 }
 
+/* Eight bytes at a time: every call checks its token and robot code. The
+** tests are exact for "some byte of w is": below 0x20, 0x7F, above 0x7E
+** (bit twiddling: a borrow or carry into a byte's top bit). */
+#define DT_ONES UINT64_C(0x0101010101010101)
+#define DT_HIGH UINT64_C(0x8080808080808080)
+#define DT_BELOW_20(w) (((w) - DT_ONES * 0x20) & ~(w) & DT_HIGH)
+#define DT_IS_7F(w) ((((w) ^ (DT_ONES * 0x7F)) - DT_ONES) & ~((w) ^ (DT_ONES * 0x7F)) & DT_HIGH)
+#define DT_ABOVE_7E(w) ((((w) + DT_ONES * (127 - 0x7E)) | (w)) & DT_HIGH)
+
+/* Whether s[0..len) holds a control character (below 0x20, or 0x7F);
+** printable: also whether it holds anything above 0x7E. */
+static int any_outside(const char *s, size_t len, int printable) {
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    if (DT_BELOW_20(w) || (printable ? DT_ABOVE_7E(w) : DT_IS_7F(w))) return 1;
+  }
+  for (; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch < 0x20 || ch == 0x7F || (printable && ch > 0x7E)) return 1;
+  }
+  return 0;
+}
+
 /* The token checks of every call that sends one: `nil, error` pushed
 ** (returns 2) or 0 when the token is fine. */
 static int check_token(lua_State *L, const char *token, size_t tlen) {
-  size_t i;
   if (token != NULL && (tlen == 0 || tlen > DT_TOKEN_MAX))
     return argument_error(L, "argument.token", "token",
                           "token must be 1 to 1024 bytes");
   /* Last line of defence: a CR/LF here would inject headers. */
-  for (i = 0; i < tlen; i++) {
-    unsigned char ch = (unsigned char)token[i];
-    if (ch < 0x20 || ch == 0x7F)
-      return argument_error(L, "argument.control_char", "token",
-                            "token contains a control character");
-  }
+  if (any_outside(token, tlen, 0))
+    return argument_error(L, "argument.control_char", "token",
+                          "token contains a control character");
   return 0;
 }
 
@@ -180,25 +202,14 @@ static void keep_request_id(client *c, const dt_secrets *sec) {
     c->last_rid_len = dt_clean_rid(c->last_rid, rid, strlen(rid), sec);
 }
 
-/* client:post(url, token, body [, result_field [, method [, once [, secret]]]])
-**   -> true, result | nil, error   (method: POST, the default, GET, PUT, DELETE, PATCH)
-** token nil: no access-token header (the token call itself). once true: the
-** request goes on the wire at most once (no transparent re-send). secret: a
-** second secret (the app secret) taken out of every text the server sent.
-** Upvalue 1: push_outcome, made once at luaopen so that nothing is
-** allocated between the transfer and the protected call. */
-static int client_post(lua_State *L) {
-  client *c = check_client(L);
-  size_t tlen = 0, blen;
-  const char *url = luaL_checkstring(L, 2);
-  const char *token = lua_isnil(L, 3) ? NULL : luaL_checklstring(L, 3, &tlen);
-  const char *body = luaL_checklstring(L, 4, &blen);
-  const char *field = luaL_optstring(L, 5, NULL);
-  static const char *const methods[] = {"POST", "GET", "PUT", "DELETE", "PATCH", NULL};
-  int method = luaL_checkoption(L, 6, "POST", methods);
-  int once = lua_toboolean(L, 7);
-  size_t slen = 0;
-  const char *secret = luaL_optlstring(L, 8, NULL, &slen);
+/* The transfer and its results, for client:post and the clear closure:
+** pushes `true, result` or `nil, error` and returns 2. The token has been
+** checked (check_token, or printable). Upvalue 1 of the caller:
+** push_outcome, made once at luaopen so that nothing is allocated between
+** the transfer and the protected call. */
+static int do_post(lua_State *L, client *c, const char *url, const char *token, size_t tlen,
+                   const char *body, size_t blen, const char *field, int method, int once,
+                   const char *secret, size_t slen) {
   dt_secrets sec;
   dt_http_result res;
   dt_response r;
@@ -210,8 +221,6 @@ static int client_post(lua_State *L) {
   if (c->busy)                       /* post() from a finalizer run inside post() */
     return argument_error(L, "argument.busy", "client",
                           "the client is in the middle of another call");
-  if ((rc = check_token(L, token, tlen)) != 0) return rc;
-  lua_settop(L, 8);                  /* the two slots pushed below are free */
   sec.s[0] = token;
   sec.len[0] = tlen;
   sec.s[1] = secret;
@@ -225,6 +234,25 @@ static int client_post(lua_State *L) {
   r.status = res.status;
   r.body = c->http.body ? c->http.body : "";
   r.len = c->http.len;
+  /* The usual answer, {"<field>":true|false} byte for byte, maps to two
+  ** booleans (dt_map_push does the same): pushing them allocates nothing
+  ** (a C function has LUA_MINSTACK slots), so no protected call. */
+  if (!res.code && res.status >= 200 && res.status <= 299 && field) {
+    size_t n = strlen(field);
+    const char *b = r.body;
+    int t = -1;
+    if (r.len >= n + 9 && b[0] == '{' && b[1] == '"' && memcmp(b + 2, field, n) == 0 &&
+        b[n + 2] == '"' && b[n + 3] == ':') {
+      if (r.len == n + 9 && memcmp(b + n + 4, "true}", 5) == 0) t = 1;
+      else if (r.len == n + 10 && memcmp(b + n + 4, "false}", 6) == 0) t = 0;
+    }
+    if (t >= 0) {
+      dt_http_trim(&c->http);
+      lua_pushboolean(L, 1);
+      lua_pushboolean(L, t);
+      return 2;
+    }
+  }
   r.request_id = c->http.hdr.request_id;
   r.trace_id = c->http.hdr.trace_id;
   r.retry_after = c->http.hdr.retry_after;
@@ -252,6 +280,130 @@ static int client_post(lua_State *L) {
   dt_error_push(L, "transport", "transport.memory",
                 "out of memory while reading the answer", 0, 0);
   return 2;
+}
+
+/* client:post(url, token, body [, result_field [, method [, once [, secret]]]])
+**   -> true, result | nil, error   (method: POST, the default, GET, PUT, DELETE, PATCH)
+** token nil: no access-token header (the token call itself). once true: the
+** request goes on the wire at most once (no transparent re-send). secret: a
+** second secret (the app secret) taken out of every text the server sent.
+** Upvalue 1: push_outcome. */
+static int client_post(lua_State *L) {
+  client *c = check_client(L);
+  size_t tlen = 0, blen;
+  const char *url = luaL_checkstring(L, 2);
+  const char *token = lua_isnil(L, 3) ? NULL : luaL_checklstring(L, 3, &tlen);
+  const char *body = luaL_checklstring(L, 4, &blen);
+  const char *field = luaL_optstring(L, 5, NULL);
+  static const char *const methods[] = {"POST", "GET", "PUT", "DELETE", "PATCH", NULL};
+  int method = lua_isnoneornil(L, 6) ? DT_POST : luaL_checkoption(L, 6, NULL, methods);
+  int once = lua_toboolean(L, 7);
+  size_t slen = 0;
+  const char *secret = luaL_optlstring(L, 8, NULL, &slen);
+  int rc;
+
+  if (c->open && !c->busy && (rc = check_token(L, token, tlen)) != 0) return rc;
+  lua_settop(L, 8);                  /* the two slots do_post pushes are free */
+  return do_post(L, c, url, token, tlen, body, blen, field, method, once, secret, slen);
+}
+
+/* The longest robot code the clear closure takes (robot.lua's limit). */
+#define DT_CODE_MAX 256
+
+/* What a clear closure keeps in C, in one userdata upvalue: one lookup
+** per call instead of one per value. url points into upvalue 3, which
+** keeps the string alive; c into upvalue 2 (the client userdata). */
+typedef struct clear_fast {
+  client *c;
+  const char *url;
+  int once;
+} clear_fast;
+
+/* f(args) or f(bound, args): see core_clear_closure. Upvalues: 1
+** push_outcome, 2 the client, 3 the URL, 4 the clear_fast, 5 bound,
+** 6 "robotCode", 7 "token", 8 slow, 9 after. */
+static int clear_call(lua_State *L) {
+  static const char head[] = "{\"robotCode\":\"";
+  const clear_fast *f = (const clear_fast *)lua_touserdata(L, lua_upvalueindex(4));
+  int t = lua_type(L, 2) == LUA_TTABLE && lua_rawequal(L, 1, lua_upvalueindex(5)) ? 2 : 1;
+  char body[sizeof head + DT_CODE_MAX + 2];
+  const char *code, *token;
+  size_t clen, tlen, blen, i;
+
+  lua_settop(L, 2);
+  if (lua_type(L, t) != LUA_TTABLE) goto slow;
+  /* the two keys and nothing else, their values kept on the way */
+  lua_pushnil(L);                    /* 3: robotCode */
+  lua_pushnil(L);                    /* 4: token */
+  lua_pushnil(L);
+  while (lua_next(L, t)) {           /* 5: key, 6: value */
+    if (lua_rawequal(L, 5, lua_upvalueindex(6))) lua_replace(L, 3);
+    else if (lua_rawequal(L, 5, lua_upvalueindex(7))) lua_replace(L, 4);
+    else goto slow;
+  }
+  if (lua_type(L, 3) != LUA_TSTRING || lua_type(L, 4) != LUA_TSTRING) goto slow;
+  code = lua_tolstring(L, 3, &clen);
+  token = lua_tolstring(L, 4, &tlen);
+  if (clen == 0 || clen > DT_CODE_MAX || tlen == 0 || tlen > DT_TOKEN_MAX ||
+      any_outside(code, clen, 1) || any_outside(token, tlen, 1))
+    goto slow;
+  /* the body cjson makes, for a code JSON leaves as it is */
+  for (i = 0; i < clen; i++)
+    if (code[i] == '"' || code[i] == '\\' || code[i] == '/') goto slow;
+  memcpy(body, head, sizeof head - 1);
+  memcpy(body + sizeof head - 1, code, clen);
+  blen = sizeof head - 1 + clen;
+  body[blen++] = '"';
+  body[blen++] = '}';
+  do_post(L, f->c, f->url, token, tlen, body, blen, "result", DT_POST, f->once, NULL, 0);  /* 5, 6 */
+  if (lua_toboolean(L, 5)) return 1;
+  /* a failed attempt: the retry loop goes on from its error */
+  lua_pushvalue(L, lua_upvalueindex(9));
+  lua_pushvalue(L, 4);
+  lua_pushlstring(L, body, blen);
+  lua_pushvalue(L, 6);
+  lua_call(L, 3, LUA_MULTRET);
+  return lua_gettop(L) - 6;
+slow:
+  lua_settop(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(8));
+  lua_insert(L, 1);
+  lua_call(L, 2, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* core.clear_closure(client, url, once, bound, slow, after) -> f
+** robot.clear_plugins of a client on libcurl with neither an on_request
+** hook nor a token manager, as one C function, for the usual call: f(args)
+** or f(bound, args) with args a table of robotCode (1..256 bytes) and token
+** (1..1024) only, both printable ASCII, the code without a character JSON
+** escapes. It makes the body and the POST to url (once: at most once on
+** the wire) and returns the result. Anything else goes to Lua: other
+** arguments to slow(a, b) (the full checks; nothing was sent), a failed
+** attempt to after(token, body, error) (the retry loop from that
+** attempt's error), and f returns what they return. */
+static int core_clear_closure(lua_State *L) {
+  client *c = check_client(L);
+  const char *url = luaL_checkstring(L, 2);
+  clear_fast *f;
+  luaL_checktype(L, 4, LUA_TTABLE);
+  luaL_checktype(L, 5, LUA_TFUNCTION);
+  luaL_checktype(L, 6, LUA_TFUNCTION);
+  f = (clear_fast *)lua_newuserdata(L, sizeof *f);    /* 7 */
+  f->c = c;
+  f->url = url;
+  f->once = lua_toboolean(L, 3);
+  lua_pushcfunction(L, push_outcome);  /* 1 */
+  lua_pushvalue(L, 1);                 /* 2 */
+  lua_pushvalue(L, 2);                 /* 3 */
+  lua_pushvalue(L, 7);                 /* 4 */
+  lua_pushvalue(L, 4);                 /* 5 */
+  lua_pushliteral(L, "robotCode");     /* 6 */
+  lua_pushliteral(L, "token");         /* 7 */
+  lua_pushvalue(L, 5);                 /* 8 */
+  lua_pushvalue(L, 6);                 /* 9 */
+  lua_pushcclosure(L, clear_call, 9);
+  return 1;
 }
 
 /* client:last() -> seq, status, request_id: what the last transfer got
@@ -705,15 +857,13 @@ static int core_is_error(lua_State *L) {
 ** printable ASCII: the usual robot code or token, accepted in one C pass.
 ** Anything else gets the full checks in Lua, which name the exact fault. */
 static int core_printable(lua_State *L) {
-  size_t len, i;
+  size_t len;
   const char *s;
   lua_Integer max = luaL_checkinteger(L, 2);
   int yes = lua_type(L, 1) == LUA_TSTRING;
   if (yes) {
     s = lua_tolstring(L, 1, &len);
-    yes = len > 0 && (lua_Integer)len <= max;
-    for (i = 0; yes && i < len; i++)
-      yes = s[i] >= 0x20 && s[i] <= 0x7E;
+    yes = len > 0 && (lua_Integer)len <= max && !any_outside(s, len, 1);
   }
   lua_pushboolean(L, yes);
   return 1;
@@ -753,15 +903,12 @@ static int core_unknown_key(lua_State *L) {
 ** strings of 1..max bytes. nil means "not that simple": the Lua checks
 ** then run and raise the precise argument error. */
 static int printable_field(lua_State *L, int t, const char *k, lua_Integer max) {
-  size_t len, i;
+  size_t len;
   const char *s;
   lua_getfield(L, t, k);
   if (lua_type(L, -1) != LUA_TSTRING) return 0;
   s = lua_tolstring(L, -1, &len);
-  if (len == 0 || (lua_Integer)len > max) return 0;
-  for (i = 0; i < len; i++)
-    if (s[i] < 0x20 || s[i] > 0x7E) return 0;
-  return 1;
+  return len > 0 && (lua_Integer)len <= max && !any_outside(s, len, 1);
 }
 
 static int core_plain_args(lua_State *L) {
@@ -794,6 +941,7 @@ static const luaL_Reg core_functions[] = {
   {"printable", core_printable},
   {"unknown_key", core_unknown_key},
   {"plain_args", core_plain_args},
+  {"clear_closure", core_clear_closure},
   {"sleep", core_sleep},
   {"now", core_now},
   {"sha256", dt_sha256_lua},

@@ -51,8 +51,9 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud) {
   return add;
 }
 
-static int header_is(const char *line, size_t len, const char *name) {
-  size_t i, n = strlen(name);
+/* Whether the header line is the header `name` (lowercase, n bytes). */
+static int header_is(const char *line, size_t len, const char *name, size_t n) {
+  size_t i;
   if (len <= n || line[n] != ':') return 0;
   for (i = 0; i < n; i++) {
     char c = line[i];
@@ -142,18 +143,33 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud) {
     h->bad_head = DT_HEAD_TOO_BIG;
     return 0;
   }
-  if (len > 0 && len <= 2 && (data[0] == '\r' || data[0] == '\n'))
+  if (len > 0 && len <= 2 && (data[0] == '\r' || data[0] == '\n')) {
     h->in_head = 0;
-  else if (header_is(data, len, "x-acs-request-id"))
-    keep_value(h->hdr.request_id, sizeof h->hdr.request_id, data, len, 16);
-  else if (header_is(data, len, "x-acs-trace-id"))
-    keep_value(h->hdr.trace_id, sizeof h->hdr.trace_id, data, len, 14);
-  else if (header_is(data, len, "retry-after"))
-    keep_value(h->hdr.retry_after, sizeof h->hdr.retry_after, data, len, 11);
-  else if (header_is(data, len, "content-length"))
-    return content_length(h, data, len);
-  else if (header_is(data, len, "transfer-encoding"))
-    return transfer_encoding(h, data, len);
+    return len;
+  }
+#define IS(name) header_is(data, len, name, sizeof name - 1)
+  /* by the first letter, any case: one comparison per line at most */
+  switch (len > 0 ? data[0] | 0x20 : 0) {
+    case 'x':
+      if (IS("x-acs-request-id"))
+        keep_value(h->hdr.request_id, sizeof h->hdr.request_id, data, len, 16);
+      else if (IS("x-acs-trace-id"))
+        keep_value(h->hdr.trace_id, sizeof h->hdr.trace_id, data, len, 14);
+      break;
+    case 'r':
+      if (IS("retry-after"))
+        keep_value(h->hdr.retry_after, sizeof h->hdr.retry_after, data, len, 11);
+      break;
+    case 'c':
+      if (IS("content-length")) return content_length(h, data, len);
+      break;
+    case 't':
+      if (IS("transfer-encoding")) return transfer_encoding(h, data, len);
+      break;
+    default:
+      break;
+  }
+#undef IS
   return len;
 }
 
@@ -293,6 +309,29 @@ static int add_cafile(CURL *c, const char *cafile) {
   return ok;
 }
 
+/* The first of the variables set to a non-empty value (libcurl takes an
+** empty one as unset), or NULL. */
+static const char *env(const char *a, const char *b, const char *c, const char *d) {
+  const char *names[4];
+  int i;
+  names[0] = a; names[1] = b; names[2] = c; names[3] = d;
+  for (i = 0; i < 4 && names[i]; i++) {
+    const char *v = getenv(names[i]);
+    if (v && v[0]) return v;
+  }
+  return NULL;
+}
+
+/* A copy of v (NULL: none) in *dst; 0 when out of memory. */
+static int keep_env(char **dst, const char *v) {
+  size_t n;
+  if (v == NULL) return 1;
+  n = strlen(v) + 1;
+  if ((*dst = (char *)malloc(n)) == NULL) return 0;
+  memcpy(*dst, v, n);
+  return 1;
+}
+
 const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   struct curl_slist *l;
   CURL *c;
@@ -312,11 +351,32 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   l = dt_curl.slist_append(NULL, "Content-Type: application/json");
   if (l) h->headers = l;
   if (l) l = dt_curl.slist_append(h->headers, "Accept: application/json");
+  if (l) l = dt_curl.slist_append(NULL, "Content-Type: application/json");
+  if (l) h->headers_expect = l;
+  if (l) l = dt_curl.slist_append(h->headers_expect, "Accept: application/json");
   /* An empty Expect: stops libcurl waiting for "100 Continue". */
-  if (l) l = dt_curl.slist_append(h->headers, "Expect:");
+  if (l) l = dt_curl.slist_append(h->headers_expect, "Expect:");
   if (l == NULL) return "out of memory";
   h->token_node.data = h->token_line;
-  h->token_node.next = h->headers;
+  if (o->user_agent && o->user_agent[strspn(o->user_agent, " ")] != '\0') {
+    static const char name[] = "User-Agent: ";
+    size_t n = strlen(o->user_agent) + 1;
+    char *line = (char *)malloc(sizeof name - 1 + n);
+    if (line == NULL) return "out of memory";
+    memcpy(line, name, sizeof name - 1);
+    memcpy(line + sizeof name - 1, o->user_agent, n);
+    h->ua_node.data = line;
+    /* A CONNECT gets it as with CURLOPT_USERAGENT, in the same place:
+    ** before libcurl's Proxy-Connection, which the list must then carry. */
+    if (!o->direct) {
+      l = dt_curl.slist_append(NULL, line);
+      if (l) h->proxy_headers = l;
+      if (l) l = dt_curl.slist_append(h->proxy_headers, "Proxy-Connection: Keep-Alive");
+      if (l == NULL) return "out of memory";
+    } else {
+      h->ua_listed = 1;
+    }
+  }
 
 #define SET(opt, val) \
   if (dt_curl.easy_setopt(c, opt, val) != CURLE_OK) return "curl_easy_setopt " #opt " failed"
@@ -337,7 +397,7 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   /* No CURLOPT_MAXFILESIZE: with it libcurl reports an overflowing
   ** Content-Length as "too large"; on_header tells the two apart. */
   SET(CURLOPT_POST, 1L);
-  SET(CURLOPT_HTTPHEADER, h->headers);   /* h->with_token is 0 */
+  h->list = -1;                      /* the first prepare sets it */
   SET(CURLOPT_WRITEFUNCTION, on_body);
   SET(CURLOPT_WRITEDATA, (void *)h);
   SET(CURLOPT_HEADERFUNCTION, on_header);
@@ -347,13 +407,28 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   SET(CURLOPT_OPENSOCKETDATA, (void *)h);
   SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
   SET(CURLOPT_CLOSESOCKETDATA, (void *)h);
-  if (o->user_agent) SET(CURLOPT_USERAGENT, o->user_agent);
+  if (o->user_agent && !h->ua_listed) SET(CURLOPT_USERAGENT, o->user_agent);
   if (o->cafile && !add_cafile(c, o->cafile)) SET(CURLOPT_CAINFO, o->cafile);
-  /* "": no proxy at all, whatever the environment says */
+  /* The variables as libcurl reads them (its detect_proxy and no_proxy
+  ** lookups), but once: set_url picks the proxy of the URL's scheme. */
+  h->proxy_scheme = DT_PROXY_FIXED;
   if (o->direct) {
-    SET(CURLOPT_PROXY, "");
-  } else if (o->proxy) {
-    SET(CURLOPT_PROXY, o->proxy);
+    /* no proxy at all, whatever the environment says */
+    SET(CURLOPT_NOPROXY, "*");
+  } else {
+    const char *np = env("no_proxy", "NO_PROXY", NULL, NULL);
+    if (o->proxy) {
+      SET(CURLOPT_PROXY, o->proxy);
+      SET(CURLOPT_NOPROXY, np ? np : "");
+    } else {
+      /* http_proxy in lowercase only: a CGI program gets HTTP_PROXY from a
+      ** request's "Proxy:" header (libcurl's reason, and ours) */
+      if (!keep_env(&h->env_proxy[0], env("http_proxy", "all_proxy", "ALL_PROXY", NULL)) ||
+          !keep_env(&h->env_proxy[1], env("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")) ||
+          !keep_env(&h->no_proxy, np))
+        return "out of memory";
+      h->proxy_scheme = DT_PROXY_UNSET;
+    }
   }
 #undef SET
   /* libcurl before 7.80 has no pre-request callback: an at-most-once
@@ -368,6 +443,16 @@ void dt_http_close(dt_http *h) {
   if (h->curl && (h->pid == (long)getpid() || dt_http_disown(h)))
     dt_curl.easy_cleanup(h->curl);
   if (h->headers) dt_curl.slist_free_all(h->headers);
+  if (h->headers_expect) dt_curl.slist_free_all(h->headers_expect);
+  h->headers_expect = NULL;
+  if (h->proxy_headers) dt_curl.slist_free_all(h->proxy_headers);
+  free(h->ua_node.data);
+  free(h->env_proxy[0]);
+  free(h->env_proxy[1]);
+  free(h->no_proxy);
+  h->env_proxy[0] = h->env_proxy[1] = h->no_proxy = NULL;
+  h->ua_node.data = NULL;
+  h->proxy_headers = NULL;
   free(h->body);
   free(h->url);
   h->curl = NULL;
@@ -473,11 +558,71 @@ void dt_http_method(dt_http *h, int method) {
   h->method = method;
 }
 
+static int is_https(const char *url) {
+  static const char https[] = "https:";
+  size_t i;
+  for (i = 0; i < sizeof https - 1; i++) {
+    char c = url[i];
+    if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+    if (c != https[i]) return 0;
+  }
+  return 1;
+}
+
+/* The header list of the next transfer (DT_LIST_* bits): the User-Agent,
+** the token line when there is one, the constant headers. */
+static void set_headers(dt_http *h, int list) {
+  struct curl_slist *l = list & DT_LIST_EXPECT ? h->headers_expect : h->headers;
+  if (list & DT_LIST_TOKEN) {
+    h->token_node.next = l;
+    l = &h->token_node;
+  }
+  if (h->ua_listed) {
+    h->ua_node.next = l;
+    l = &h->ua_node;
+  }
+  h->list = -1;                      /* set again next time if this fails */
+  if (dt_curl.easy_setopt(h->curl, CURLOPT_HTTPHEADER, l) == CURLE_OK) h->list = list;
+}
+
+/* Where the User-Agent goes, for a client that may use a proxy: in the
+** header list for https, and then in the proxy headers for the CONNECT.
+** A plain-http request through a proxy (no CONNECT) would carry both
+** lists, and libcurl puts its Proxy-Connection line before the custom
+** headers: there CURLOPT_USERAGENT keeps the head as it always was. */
+static void place_user_agent(dt_http *h, const char *url) {
+  int https;
+  const char *ua;
+  if (h->proxy_headers == NULL || (https = is_https(url)) == h->ua_listed) return;
+  ua = h->ua_node.data + sizeof "User-Agent: " - 1;
+  if (dt_curl.easy_setopt(h->curl, CURLOPT_PROXYHEADER, https ? h->proxy_headers : NULL) != CURLE_OK ||
+      dt_curl.easy_setopt(h->curl, CURLOPT_USERAGENT, https ? NULL : ua) != CURLE_OK)
+    return;
+  h->ua_listed = https;
+  h->list = -1;                      /* the list changes */
+}
+
+/* The environment's proxy for the URL's scheme, for a client with neither
+** the proxy option nor direct; without one, "*" in CURLOPT_NOPROXY says no
+** proxy (and no variable to read) for any host. */
+static void place_proxy(dt_http *h, const char *url) {
+  int https;
+  const char *p;
+  if (h->proxy_scheme == DT_PROXY_FIXED || (https = is_https(url)) == h->proxy_scheme) return;
+  p = h->env_proxy[https];
+  h->proxy_scheme = DT_PROXY_UNSET;  /* set again next time if this fails */
+  if (dt_curl.easy_setopt(h->curl, CURLOPT_PROXY, p) == CURLE_OK &&
+      dt_curl.easy_setopt(h->curl, CURLOPT_NOPROXY, p ? (h->no_proxy ? h->no_proxy : "") : "*") == CURLE_OK)
+    h->proxy_scheme = https;
+}
+
 /* Sets the URL only when it changed: libcurl copies it on every setopt,
 ** and a client nearly always calls the same few paths. */
 static void set_url(dt_http *h, const char *url) {
   size_t n;
   if (h->url && strcmp(h->url, url) == 0) return;
+  place_user_agent(h, url);
+  place_proxy(h, url);
   free(h->url);
   h->url = NULL;
   /* Remembered only once libcurl has it: a failed setopt (out of memory)
@@ -491,7 +636,7 @@ static void set_url(dt_http *h, const char *url) {
 int dt_http_prepare(dt_http *h, const char *url, const char *token, size_t tlen,
                     const char *body, size_t len, int once, dt_http_result *out) {
   static const size_t prefix = sizeof DT_TOKEN_HEADER - 1;
-  int with_token = token != NULL;
+  int list = (token != NULL ? DT_LIST_TOKEN : 0) | (len > DT_EXPECT_MIN ? DT_LIST_EXPECT : 0);
 
   h->len = 0;
   h->too_large = 0;
@@ -516,17 +661,14 @@ int dt_http_prepare(dt_http *h, const char *url, const char *token, size_t tlen,
       return 1;
     }
   }
-  if (with_token) {
+  if (token != NULL) {
     memcpy(h->token_line, DT_TOKEN_HEADER, prefix);
     memcpy(h->token_line + prefix, token, tlen);
     h->token_line[prefix + tlen] = '\0';
     h->tlen = tlen;
   }
-  if (with_token != h->with_token) {
-    dt_curl.easy_setopt(h->curl, CURLOPT_HTTPHEADER, with_token ? &h->token_node : h->headers);
-    h->with_token = with_token;
-  }
-  set_url(h, url);
+  set_url(h, url);                   /* first: it may change the header list */
+  if (list != h->list) set_headers(h, list);
   if (h->method != DT_GET) {
     dt_curl.easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
     dt_curl.easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);

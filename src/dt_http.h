@@ -60,7 +60,24 @@ typedef struct dt_http {
   ** wiped after every transfer. */
   struct curl_slist token_node;
   char token_line[sizeof DT_TOKEN_HEADER + DT_TOKEN_MAX];
-  int with_token;                /* which list CURLOPT_HTTPHEADER holds */
+  /* The constant headers again with an empty Expect:, for a large body
+  ** (DT_EXPECT_MIN): libcurl asks a small one for no "100 Continue". */
+  struct curl_slist *headers_expect;
+  int list;                      /* the DT_LIST_* bits of the list set; -1: none */
+  /* "User-Agent: ..." (data NULL: none, or only blanks, which libcurl
+  ** sends only as CURLOPT_USERAGENT). A constant header costs libcurl less
+  ** than CURLOPT_USERAGENT, which it formats anew for every transfer. */
+  struct curl_slist ua_node;
+  int ua_listed;                 /* ua_node heads the header list: see set_url */
+  /* The User-Agent for a CONNECT through a proxy, which CURLOPT_HTTPHEADER
+  ** does not reach (NULL: the client never uses a proxy). */
+  struct curl_slist *proxy_headers;
+  /* The environment's proxies, read when the handle is made: libcurl
+  ** reads up to seven variables at every transfer without CURLOPT_PROXY
+  ** and CURLOPT_NOPROXY. [0] for http, [1] for https; NULL: none. */
+  char *env_proxy[2];
+  char *no_proxy;                /* no_proxy, else NO_PROXY; NULL: none */
+  int proxy_scheme;              /* whose proxy is set: 0 http, 1 https, or DT_PROXY_* */
   int method;                    /* the method last set up (0: POST) */
   char *url;                     /* copy of the URL last set (NULL: none) */
   char *body;                    /* response body, NUL-terminated */
@@ -83,6 +100,16 @@ typedef struct dt_http {
   dt_http_headers hdr;
   char errbuf[CURL_ERROR_SIZE];
 } dt_http;
+
+/* The header list of a transfer: with the token line, with Expect:. */
+enum { DT_LIST_TOKEN = 1, DT_LIST_EXPECT = 2 };
+
+/* Bodies above this many bytes get the empty Expect: header. libcurl 7.88
+** asks for "100 Continue" above 1 MiB; older versions did above 1 KiB. */
+#define DT_EXPECT_MIN 1024
+
+/* proxy_scheme: none set yet; set once for good (the proxy option, direct) */
+enum { DT_PROXY_UNSET = -1, DT_PROXY_FIXED = -2 };
 
 /* Outcome of a transfer. On a transport failure `code` is a stable local
 ** code ("transport.timeout", ...) and `status` is 0; otherwise `code` is
