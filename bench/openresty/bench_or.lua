@@ -32,6 +32,10 @@ local request, host, port
 local keepalive = true
 
 function _M.init()
+  -- the profile run (BENCH_OR_PROFILE=1 bench/openresty/run): LuaJIT's
+  -- trace log, aborts and their reasons included
+  local jitv = os.getenv("BENCH_JITV")
+  if jitv and jitv ~= "" then require("jit.v").start(jitv) end
   local up = assert(os.getenv("BENCH_UPSTREAM"), "BENCH_UPSTREAM not set")
   token = assert(os.getenv("BENCH_TOKEN"), "BENCH_TOKEN not set")
   local p

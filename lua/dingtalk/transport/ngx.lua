@@ -182,16 +182,41 @@ local function read_line(st, max, what)
   end
 end
 
--- Exactly n bytes, appended to the body pieces.
+-- The body so far: nil, one string, or a table of pieces (a body that
+-- came in several reads). Most bodies are one piece, taken as it is.
+local function add_body(st, piece)
+  local b = st.body
+  if b == nil then
+    st.body = piece
+  elseif type(b) == "string" then
+    st.body = { b, piece }
+  else
+    b[#b + 1] = piece
+  end
+end
+
+local function body_of(st)
+  local b = st.body
+  if b == nil then return "" end
+  if type(b) == "string" then return b end
+  return concat(b)
+end
+
+-- Exactly n bytes, appended to the body. what: where we are, for the error
+-- message; a number is a Content-Length (the message is made only when
+-- it is needed).
 local function read_body_bytes(st, n, what)
   while n > 0 do
     local have = #st.buf - st.pos + 1
     if have > 0 then
       local take = min(have, n)
-      st.body[#st.body + 1] = str_sub(st.buf, st.pos, st.pos + take - 1)
+      add_body(st, str_sub(st.buf, st.pos, st.pos + take - 1))
       st.pos = st.pos + take
       n = n - take
     else
+      if type(what) == "number" then
+        what = str_format("in the response body (Content-Length %d)", what)
+      end
       local ok, err = more(st, what)
       if not ok then return nil, err end
     end
@@ -200,32 +225,98 @@ local function read_body_bytes(st, n, what)
 end
 
 
--- s without leading and trailing blanks. (The pattern "^[ \t]*(.-)[ \t]*$"
--- takes quadratic time on a long run of blanks, which a server picks.)
-local function trim(s)
-  local i = str_find(s, "[^ \t]")
-  if not i then return "" end
-  local j = #s
-  local b = str_byte(s, j)
-  while b == 32 or b == 9 do
+-- The bytes i..j of s without leading and trailing blanks. (The pattern
+-- "^[ \t]*(.-)[ \t]*$" takes quadratic time on a long run of blanks, which
+-- a server picks; this is one pass, and compiled by LuaJIT.)
+local function trimmed(s, i, j)
+  local b = str_byte(s, i)
+  while i <= j and (b == 32 or b == 9) do
+    i = i + 1
+    b = str_byte(s, i)
+  end
+  b = str_byte(s, j)
+  while j >= i and (b == 32 or b == 9) do
     j = j - 1
     b = str_byte(s, j)
   end
   return str_sub(s, i, j)
 end
 
+-- The header names read (lowercase), by length: the others are skipped
+-- without making a string of them.
+local WANTED = {
+  [10] = { connection = "h_conn" },
+  [11] = { ["retry-after"] = "h_ra" },
+  [14] = { ["content-length"] = "h_cl", ["x-acs-trace-id"] = "h_tid" },
+  [16] = { ["x-acs-request-id"] = "h_rid" },
+  [17] = { ["transfer-encoding"] = "h_te" },
+}
 
--- The status line and headers of one response. Returns status, headers
--- (lowercase names, last value wins), the HTTP minor version.
+-- %s of Lua patterns: space, \t \n \v \f \r
+local function blank_byte(b)
+  return b == 32 or (b >= 9 and b <= 13)
+end
+
+-- The header line at s[i..j] (no CR LF): "name:value", the name without
+-- blanks; other lines are ignored. The values read go to st (last one
+-- wins), Transfer-Encoding repeated is one list (RFC 9110 5.3): "gzip"
+-- then "chunked" is "gzip, chunked", which must not pass for plain chunked.
+local function header_line(st, s, i, j)
+  local c = str_find(s, ":", i, true)
+  if not c or c > j or c == i then return end
+  local len = c - i
+  local names = WANTED[len]
+  for k = i, c - 1 do
+    if blank_byte(str_byte(s, k)) then return end
+  end
+  if not names then return end
+  local field = names[str_lower(str_sub(s, i, c - 1))]
+  if not field then return end
+  local value = trimmed(s, c + 1, j)
+  if field == "h_te" and st.h_te then value = st.h_te .. ", " .. value end
+  st[field] = value
+end
+
+local function digit(b) return b and b >= 48 and b <= 57 end
+
+-- The status line at s[i..j]: "HTTP/1.x NNN..." -> status, minor
+local function status_line(s, i, j)
+  if j - i + 1 < 12 or str_sub(s, i, i + 4) ~= "HTTP/" then return nil end
+  local major, dot, minor, sp = str_byte(s, i + 5, i + 8)
+  local a, b, c = str_byte(s, i + 9, i + 11)
+  if not (digit(major) and dot == 46 and digit(minor) and sp == 32
+          and digit(a) and digit(b) and digit(c)) then
+    return nil
+  end
+  if major ~= 49 then return nil end   -- "1"
+  return (a - 48) * 100 + (b - 48) * 10 + (c - 48), minor - 48
+end
+
+-- The index of the LF that ends the response head (its empty line) in
+-- st.buf, or nil when the head is not all there yet. The empty line
+-- counts only after the status line (as the pattern "\n\r?\n" would).
+local function head_end(buf, pos)
+  local p = pos
+  while true do
+    local e = str_find(buf, "\n", p, true)
+    if not e then return nil end
+    if p > pos and (e == p or (e == p + 1 and str_byte(buf, p) == 13)) then return e end
+    p = e + 1
+  end
+end
+
+-- The status line and headers of one response. Returns status, minor (the
+-- HTTP minor version); the headers read are in st.h_* (lowercase names,
+-- last value wins).
 local function read_head(st)
-  local e
+  local stop
   while true do
     if #st.buf - st.pos + 1 >= 5 and str_sub(st.buf, st.pos, st.pos + 4) ~= "HTTP/" then
       -- libcurl refuses HTTP/0.9 answers (CURLE_UNSUPPORTED_PROTOCOL)
       return fail("transport.bad_response", "the server's answer is not HTTP")
     end
-    e = str_find(st.buf, "\n\r?\n", st.pos)
-    if e then break end
+    stop = head_end(st.buf, st.pos)
+    if stop then break end
     if #st.buf - st.pos + 1 > MAX_HEAD then
       return fail("transport.bad_response", "response headers larger than 100 KiB")
     end
@@ -239,37 +330,28 @@ local function read_head(st)
       return closed(st, "in the response headers")
     end
   end
-  local stop = str_find(st.buf, "\n", e + 1, true)
   if stop - st.pos + 1 > MAX_HEAD then
     return fail("transport.bad_response", "response headers larger than 100 KiB")
   end
-  local head = str_sub(st.buf, st.pos, stop)
-  st.pos = stop + 1
-  local headers, status, minor = {}, nil, nil
-  for line in head:gmatch("([^\n]*)\n") do
-    if str_byte(line, -1) == 13 then line = str_sub(line, 1, -2) end
+  local buf = st.buf
+  st.h_conn, st.h_te, st.h_cl, st.h_rid, st.h_tid, st.h_ra = nil, nil, nil, nil, nil, nil
+  local p, status, minor = st.pos, nil, nil
+  while p <= stop do
+    local e = str_find(buf, "\n", p, true)
+    local j = e - 1
+    if j >= p and str_byte(buf, j) == 13 then j = j - 1 end
     if not status then
-      local major
-      major, minor, status = str_match(line, "^HTTP/(%d)%.(%d) (%d%d%d)")
-      if not status or major ~= "1" then
+      status, minor = status_line(buf, p, j)
+      if not status then
         return fail("transport.bad_response", "unsupported HTTP status line")
       end
-      status, minor = tonumber(status), tonumber(minor)
-    elseif line ~= "" then
-      local name, value = str_match(line, "^([^:%s]+):(.*)$")
-      if name then
-        name = str_lower(name)
-        value = trim(value)
-        -- repeated, it is one list (RFC 9110 5.3): "gzip" then "chunked"
-        -- is "gzip, chunked", which must not pass for plain chunked
-        if name == "transfer-encoding" and headers[name] then
-          value = headers[name] .. ", " .. value
-        end
-        headers[name] = value
-      end
+    elseif j >= p then
+      header_line(st, buf, p, j)
     end
+    p = e + 1
   end
-  return status, headers, minor
+  st.pos = stop + 1
+  return status, minor
 end
 
 
@@ -321,7 +403,7 @@ local function read_to_close(st, max)
     if have > 0 then
       total = total + have
       if total > max then return fail("transport.too_large", TOO_LARGE) end
-      st.body[#st.body + 1] = str_sub(st.buf, st.pos)
+      add_body(st, str_sub(st.buf, st.pos))
       st.buf, st.pos = "", 1
     end
     local ok, err = fill(st, "in the response body")
@@ -333,34 +415,53 @@ local function read_to_close(st, max)
 end
 
 
--- The whole response: status, headers for core.map, body, reusable?
+-- A Content-Length value: digits only -> them without leading zeros (one
+-- "0" left for zero), else nil.
+local function length_digits(cl)
+  local n = #cl
+  if n == 0 then return nil end
+  local first
+  for i = 1, n do
+    local b = str_byte(cl, i)
+    if b < 48 or b > 57 then return nil end
+    if not first and b ~= 48 then first = i end
+  end
+  return str_sub(cl, first or n)
+end
+
+-- The whole response: status, body, reusable? (the headers core.map reads
+-- are left in st.h_rid, st.h_tid, st.h_ra)
 local function read_response(st, max)
-  local status, headers, minor
+  local status, minor
   repeat
-    status, headers, minor = read_head(st)
-    if not status then return nil, headers end
+    status, minor = read_head(st)
+    if not status then return nil, minor end
   until status >= 200 or status == 101
   if status == 101 then
     return fail("transport.bad_response", "unexpected 101 Switching Protocols")
   end
-  local conn = str_lower(headers["connection"] or "")
-  local reuse = (minor >= 1 and not str_find(conn, "close", 1, true))
-      or (minor == 0 and str_find(conn, "keep-alive", 1, true) ~= nil)
-  local te = headers["transfer-encoding"]
+  local conn = st.h_conn
+  local reuse
+  if minor >= 1 then
+    reuse = not (conn and str_find(str_lower(conn), "close", 1, true))
+  else
+    reuse = minor == 0 and conn ~= nil and str_find(str_lower(conn), "keep-alive", 1, true) ~= nil
+  end
+  local te = st.h_te
   -- Only plain chunked is read. Anything else ("gzip, chunked", a coding
   -- we would not undo) leaves the body's framing or its bytes unknown:
   -- the libcurl transport refuses it the same way.
   if te and str_lower(te) ~= "chunked" then
     return fail("transport.bad_response", "unsupported Transfer-Encoding in the response")
   end
-  local cl = headers["content-length"]
+  local cl = st.h_cl
   local ok, err
   if status == 204 or status == 304 then
     ok = true
   elseif te then
     ok, err = read_chunked(st, max)
   elseif cl then
-    local n = str_match(cl, "^0*(%d+)$")
+    local n = length_digits(cl)
     if not n then
       return fail("transport.bad_response", "invalid Content-Length in the response")
     end
@@ -370,19 +471,14 @@ local function read_response(st, max)
     end
     n = tonumber(n)
     if n > max then return fail("transport.too_large", TOO_LARGE) end
-    ok, err = read_body_bytes(st, n, str_format("in the response body (Content-Length %d)", n))
+    ok, err = read_body_bytes(st, n, n)
   else
     reuse = false
     ok, err = read_to_close(st, max)
   end
   if not ok then return nil, err end
   if st.pos <= #st.buf then reuse = false end   -- bytes nobody asked for
-  local map_headers = {
-    ["x-acs-request-id"] = headers["x-acs-request-id"],
-    ["x-acs-trace-id"] = headers["x-acs-trace-id"],
-    ["retry-after"] = headers["retry-after"],
-  }
-  return status, map_headers, concat(st.body), reuse
+  return status, body_of(st), reuse
 end
 
 
@@ -554,27 +650,28 @@ local function send(client, path, token, body, result_field, method, once, secre
   }
   n.update_time()
   local now = n.now()
-  local st, status, headers, data, reuse
+  local st, status, data, reuse
   for try = 1, 2 do
-    st = { start = now, deadline = now + opts.timeout / 1000, buf = "", pos = 1, got = 0, body = {} }
-    status, headers, data, reuse = attempt(st, ep, opts, request, once, slot)
+    st = { start = now, deadline = now + opts.timeout / 1000, buf = "", pos = 1, got = 0 }
+    status, data, reuse = attempt(st, ep, opts, request, once, slot)
     -- a pooled connection the server had already closed: like libcurl, one
     -- more try on a fresh one (clearing is idempotent). Never for once: the
     -- server may have read the request before it closed (once calls take
     -- no pooled connection anyway).
     local again = try == 1 and not once and not status and st.got == 0 and (st.reused or 0) > 0
-        and headers.code == "transport.closed"
+        and data.code == "transport.closed"
     if not again then break end
     st.sock:close()
   end
   if not status then
     if st.sock then st.sock:close() end
-    return nil, headers
+    return nil, data
   end
   if reuse and not once then st.sock:setkeepalive() else st.sock:close() end
-  local ok, res = core.map(status, headers, data, result_field, token, secret)
+  local ok, res = core.map(status, { ["x-acs-request-id"] = st.h_rid, ["x-acs-trace-id"] = st.h_tid,
+                                     ["retry-after"] = st.h_ra }, data, result_field, token, secret)
   -- a batch slot also wants a good answer's request id (the journal keeps it)
-  local rid = slot and ok and (headers["x-acs-request-id"] or headers["x-acs-trace-id"])
+  local rid = slot and ok and (st.h_rid or st.h_tid)
   if rid and rid ~= "" then return ok, res, core.request_id(rid, token, secret) end
   return ok, res
 end
