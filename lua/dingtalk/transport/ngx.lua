@@ -108,6 +108,11 @@ local function endpoint(url, cafile)
     -- a name nginx's resolver must look up (an IP literal needs none)
     named = not v6 and not str_find(addr, "^%d+%.%d+%.%d+%.%d+$"),
   }
+  -- connect()'s options, made once: { pool = } for plain calls, at-most-once
+  -- calls, and each batch slot (made on its first use)
+  ep.pool_opts = { pool = pool }
+  ep.once_opts = { pool = ep.once_pool }
+  ep.slot_opts = {}
   endpoints[key] = ep
   return ep
 end
@@ -120,6 +125,10 @@ local function left(st)
   local ms = floor((st.deadline - n.now()) * 1000 + 0.5)
   if ms < 0 then return 0 end
   return ms
+end
+
+local function timeouts(st, ms)
+  st.sock:settimeouts(ms, ms, ms)
 end
 
 local function timed_out(st, what)
@@ -136,7 +145,7 @@ end
 local function fill(st, what)
   local ms = left(st)
   if ms <= 0 then return timed_out(st, what) end
-  st.sock:settimeouts(ms, ms, ms)
+  timeouts(st, ms)
   local data, err = st.sock:receiveany(READ_PIECE)
   if not data then
     if err == "timeout" then return timed_out(st, what) end
@@ -501,9 +510,9 @@ end
 -- lookup). A socket connected in a light thread serves its parent (checked
 -- on lua-nginx-module 0.10.23; light threads run in every phase of
 -- COSOCKET_PHASES). Returns ok, err; err RESOLVING on timeout.
-local function connect_within(sock, ep, pool, ms)
+local function connect_within(sock, ep, pool_opts, ms)
   local n = ngx
-  local worker = n.thread.spawn(connect, sock, ep.addr, ep.port, { pool = pool })
+  local worker = n.thread.spawn(connect, sock, ep.addr, ep.port, pool_opts)
   local timer = n.thread.spawn(alarm, ms / 1000)
   local ran, ok, err = n.thread.wait(worker, timer)
   if ok == RESOLVING then
@@ -530,13 +539,19 @@ local function open(st, ep, connect_timeout, once, slot)
   local cms = min(connect_timeout, ms)
   sock:settimeouts(cms, ms, ms)
   local ok
-  local pool = once and ep.once_pool or ep.pool
-  if slot and not once then pool = pool .. " slot " .. slot end
+  local pool_opts = once and ep.once_opts or ep.pool_opts
+  if slot and not once then
+    pool_opts = ep.slot_opts[slot]
+    if not pool_opts then
+      pool_opts = { pool = ep.pool .. " slot " .. slot }
+      ep.slot_opts[slot] = pool_opts
+    end
+  end
   if ep.named then
     -- as libcurl's connect timeout, this one covers the name lookup too
-    ok, err = connect_within(sock, ep, pool, cms)
+    ok, err = connect_within(sock, ep, pool_opts, cms)
   else
-    ok, err = sock:connect(ep.addr, ep.port, { pool = pool })
+    ok, err = sock:connect(ep.addr, ep.port, pool_opts)
   end
   if not ok then
     if err == RESOLVING then return timed_out(st, "resolving " .. ep.host) end
@@ -578,7 +593,7 @@ local function attempt(st, ep, opts, request, once, slot)
   local sock = st.sock
   local ms = left(st)
   if ms <= 0 then return timed_out(st, "before sending the request") end
-  sock:settimeouts(ms, ms, ms)
+  timeouts(st, ms)
   ok, err = sock:send(request)
   if not ok then
     if err == "timeout" then return timed_out(st, "sending the request") end
@@ -590,6 +605,14 @@ end
 
 
 local warned = setmetatable({}, { __mode = "k" })
+
+-- Per client (weak keys, never reachable from the client): its endpoint's
+-- parts and the bytes of its last request, sent again as they are while
+-- path, token, body, method and User-Agent stay the same (a service
+-- clearing bots calls with one token; the C core keeps its token header
+-- line per client for the same reason). The token in it was checked when
+-- the request was built.
+local last = setmetatable({}, { __mode = "k" })
 
 -- post(client, path, token, body, result_field [, method [, once [, secret]]])
 --   -> true, result | nil, error
@@ -615,16 +638,28 @@ local function send(client, path, token, body, result_field, method, once, secre
   end
   -- The same checks, in the same order, as the C core's client:post.
   if client._closed then return argument("argument.closed", "client", "the client is closed") end
-  -- token nil: no access-token header (the token call itself)
-  if token ~= nil then
-    if type(token) ~= "string" or #token == 0 or #token > MAX_TOKEN then
-      return argument("argument.token", "token", "token must be 1 to 1024 bytes")
-    end
-    if str_find(token, "[%z\1-\31\127]") then
-      return argument("argument.control_char", "token", "token contains a control character")
+  local opts = client.options
+  local lc = last[client]
+  if not lc then
+    lc = {}
+    last[client] = lc
+  end
+  local method_ = method or "POST"
+  local request = lc.request
+  if not (request and lc.token == token and lc.path == path and lc.body == body
+          and lc.method == method_ and lc.ua == opts.user_agent and lc.url == client.endpoint
+          and lc.cafile == opts.cafile) then
+    request = nil
+    -- token nil: no access-token header (the token call itself)
+    if token ~= nil then
+      if type(token) ~= "string" or #token == 0 or #token > MAX_TOKEN then
+        return argument("argument.token", "token", "token must be 1 to 1024 bytes")
+      end
+      if str_find(token, "[%z\1-\31\127]") then
+        return argument("argument.control_char", "token", "token contains a control character")
+      end
     end
   end
-  local opts = client.options
   if opts.proxy then
     return argument("argument.transport", "proxy",
       "the cosocket transport does not go through a proxy; use transport = \"curl\" "
@@ -635,19 +670,27 @@ local function send(client, path, token, body, result_field, method, once, secre
     n.log(n.WARN, "dingtalk: the cosocket transport ignores cafile; ",
           "lua_ssl_trusted_certificate must hold that CA")
   end
-  local ep = endpoint(client.endpoint, opts.cafile)
-  local request = {
-    method or "POST", " ", ep.base, path, " HTTP/1.1\r\n",
-    "Host: ", ep.hosthdr, "\r\n",
-    "User-Agent: ", opts.user_agent, "\r\n",
-    token and "x-acs-dingtalk-access-token: " or "", token or "", token and "\r\n" or "",
-    "Content-Type: application/json\r\n",
-    "Accept: application/json\r\n",
-    -- like libcurl: a GET carries no body and no Content-Length
-    method == "GET" and "" or "Content-Length: " .. #body .. "\r\n",
-    "\r\n",
-    method == "GET" and "" or body,
-  }
+  local ep = lc.ep
+  if not request then
+    ep = endpoint(client.endpoint, opts.cafile)
+    request = concat{
+      method_, " ", ep.base, path, " HTTP/1.1\r\n",
+      "Host: ", ep.hosthdr, "\r\n",
+      "User-Agent: ", opts.user_agent, "\r\n",
+      token and "x-acs-dingtalk-access-token: " or "", token or "", token and "\r\n" or "",
+      "Content-Type: application/json\r\n",
+      "Accept: application/json\r\n",
+      -- like libcurl: a GET carries no body and no Content-Length
+      method == "GET" and "" or "Content-Length: " .. #body .. "\r\n",
+      "\r\n",
+      method == "GET" and "" or body,
+    }
+    -- not the token call's (token nil): its body holds the app secret
+    if token ~= nil then
+      lc.request, lc.token, lc.path, lc.body, lc.method = request, token, path, body, method_
+      lc.ua, lc.url, lc.cafile, lc.ep = opts.user_agent, client.endpoint, opts.cafile, ep
+    end
+  end
   n.update_time()
   local now = n.now()
   local st, status, data, reuse
