@@ -118,17 +118,23 @@ local function endpoint(url, cafile)
 end
 
 
--- Milliseconds left before the deadline (at least 0).
+-- Milliseconds left before the deadline (at least 0). nginx's clock as
+-- it stands: send() reads the time afresh when a call starts, and the
+-- event loop does after every wait (each cosocket operation that waited);
+-- between those, this worker ran Lua, a few microseconds.
 local function left(st)
-  local n = ngx
-  n.update_time()
-  local ms = floor((st.deadline - n.now()) * 1000 + 0.5)
+  local ms = floor((st.deadline - ngx.now()) * 1000 + 0.5)
   if ms < 0 then return 0 end
   return ms
 end
 
+-- The socket's send and read timeouts to ms, the connect timeout to the
+-- call's (settimeouts is a call into C: made only when ms changed).
 local function timeouts(st, ms)
-  st.sock:settimeouts(ms, ms, ms)
+  if st.tmo ~= ms then
+    st.tmo = ms
+    st.sock:settimeouts(st.cms, ms, ms)
+  end
 end
 
 local function timed_out(st, what)
@@ -537,7 +543,8 @@ local function open(st, ep, connect_timeout, once, slot)
   local ms = left(st)
   if ms <= 0 then return timed_out(st, "before connecting") end
   local cms = min(connect_timeout, ms)
-  sock:settimeouts(cms, ms, ms)
+  st.cms = cms
+  timeouts(st, ms)
   local ok
   local pool_opts = once and ep.once_opts or ep.pool_opts
   if slot and not once then
@@ -568,7 +575,7 @@ local function open(st, ep, connect_timeout, once, slot)
   if ep.tls and st.reused == 0 then
     ms = left(st)
     if ms <= 0 then return timed_out(st, "before the TLS handshake") end
-    sock:settimeouts(cms, ms, ms)
+    timeouts(st, ms)
     -- verification on: trust comes from lua_ssl_trusted_certificate
     ok, err = sock:sslhandshake(false, ep.host, true)
     if not ok then
