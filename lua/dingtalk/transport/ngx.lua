@@ -197,11 +197,11 @@ local function read_line(st, max, what)
   end
 end
 
--- The body so far: nil, one string, or a table of pieces (a body that
+-- The body so far: false, one string, or a table of pieces (a body that
 -- came in several reads). Most bodies are one piece, taken as it is.
 local function add_body(st, piece)
   local b = st.body
-  if b == nil then
+  if not b then
     st.body = piece
   elseif type(b) == "string" then
     st.body = { b, piece }
@@ -212,7 +212,7 @@ end
 
 local function body_of(st)
   local b = st.body
-  if b == nil then return "" end
+  if not b then return "" end
   if type(b) == "string" then return b end
   return concat(b)
 end
@@ -349,7 +349,7 @@ local function read_head(st)
     return fail("transport.bad_response", "response headers larger than 100 KiB")
   end
   local buf = st.buf
-  st.h_conn, st.h_te, st.h_cl, st.h_rid, st.h_tid, st.h_ra = nil, nil, nil, nil, nil, nil
+  st.h_conn, st.h_te, st.h_cl, st.h_rid, st.h_tid, st.h_ra = false, false, false, false, false, false
   local p, status, minor = st.pos, nil, nil
   while p <= stop do
     local e = str_find(buf, "\n", p, true)
@@ -460,7 +460,7 @@ local function read_response(st, max)
   if minor >= 1 then
     reuse = not (conn and str_find(str_lower(conn), "close", 1, true))
   else
-    reuse = minor == 0 and conn ~= nil and str_find(str_lower(conn), "keep-alive", 1, true) ~= nil
+    reuse = minor == 0 and conn and str_find(str_lower(conn), "keep-alive", 1, true) ~= nil
   end
   local te = st.h_te
   -- Only plain chunked is read. Anything else ("gzip, chunked", a coding
@@ -702,7 +702,10 @@ local function send(client, path, token, body, result_field, method, once, secre
   local now = n.now()
   local st, status, data, reuse
   for try = 1, 2 do
-    st = { start = now, deadline = now + opts.timeout / 1000, buf = "", pos = 1, got = 0 }
+    -- every field the call sets, set here: the table is made at its size
+    st = { start = now, deadline = now + opts.timeout / 1000, buf = "", pos = 1, got = 0,
+           sock = false, reused = 0, cms = 0, tmo = false, eof = false, body = false,
+           h_conn = false, h_te = false, h_cl = false, h_rid = false, h_tid = false, h_ra = false }
     status, data, reuse = attempt(st, ep, opts, request, once, slot)
     -- a pooled connection the server had already closed: like libcurl, one
     -- more try on a fresh one (clearing is idempotent). Never for once: the
@@ -718,8 +721,8 @@ local function send(client, path, token, body, result_field, method, once, secre
     return nil, data
   end
   if reuse and not once then st.sock:setkeepalive() else st.sock:close() end
-  local ok, res = core.map(status, { ["x-acs-request-id"] = st.h_rid, ["x-acs-trace-id"] = st.h_tid,
-                                     ["retry-after"] = st.h_ra }, data, result_field, token, secret)
+  local ok, res = core.map(status, { ["x-acs-request-id"] = st.h_rid or nil, ["x-acs-trace-id"] = st.h_tid or nil,
+                                     ["retry-after"] = st.h_ra or nil }, data, result_field, token, secret)
   -- a batch slot also wants a good answer's request id (the journal keeps it)
   local rid = slot and ok and (st.h_rid or st.h_tid)
   if rid and rid ~= "" then return ok, res, core.request_id(rid, token, secret) end
