@@ -108,18 +108,33 @@ local function endpoint(url, cafile)
     -- a name nginx's resolver must look up (an IP literal needs none)
     named = not v6 and not str_find(addr, "^%d+%.%d+%.%d+%.%d+$"),
   }
+  -- connect()'s options, made once: { pool = } for plain calls, at-most-once
+  -- calls, and each batch slot (made on its first use)
+  ep.pool_opts = { pool = pool }
+  ep.once_opts = { pool = ep.once_pool }
+  ep.slot_opts = {}
   endpoints[key] = ep
   return ep
 end
 
 
--- Milliseconds left before the deadline (at least 0).
+-- Milliseconds left before the deadline (at least 0). nginx's clock as
+-- it stands: send() reads the time afresh when a call starts, and the
+-- event loop does after every wait (each cosocket operation that waited);
+-- between those, this worker ran Lua, a few microseconds.
 local function left(st)
-  local n = ngx
-  n.update_time()
-  local ms = floor((st.deadline - n.now()) * 1000 + 0.5)
+  local ms = floor((st.deadline - ngx.now()) * 1000 + 0.5)
   if ms < 0 then return 0 end
   return ms
+end
+
+-- The socket's send and read timeouts to ms, the connect timeout to the
+-- call's (settimeouts is a call into C: made only when ms changed).
+local function timeouts(st, ms)
+  if st.tmo ~= ms then
+    st.tmo = ms
+    st.sock:settimeouts(st.cms, ms, ms)
+  end
 end
 
 local function timed_out(st, what)
@@ -136,7 +151,7 @@ end
 local function fill(st, what)
   local ms = left(st)
   if ms <= 0 then return timed_out(st, what) end
-  st.sock:settimeouts(ms, ms, ms)
+  timeouts(st, ms)
   local data, err = st.sock:receiveany(READ_PIECE)
   if not data then
     if err == "timeout" then return timed_out(st, what) end
@@ -182,16 +197,41 @@ local function read_line(st, max, what)
   end
 end
 
--- Exactly n bytes, appended to the body pieces.
+-- The body so far: false, one string, or a table of pieces (a body that
+-- came in several reads). Most bodies are one piece, taken as it is.
+local function add_body(st, piece)
+  local b = st.body
+  if not b then
+    st.body = piece
+  elseif type(b) == "string" then
+    st.body = { b, piece }
+  else
+    b[#b + 1] = piece
+  end
+end
+
+local function body_of(st)
+  local b = st.body
+  if not b then return "" end
+  if type(b) == "string" then return b end
+  return concat(b)
+end
+
+-- Exactly n bytes, appended to the body. what: where we are, for the error
+-- message; a number is a Content-Length (the message is made only when
+-- it is needed).
 local function read_body_bytes(st, n, what)
   while n > 0 do
     local have = #st.buf - st.pos + 1
     if have > 0 then
       local take = min(have, n)
-      st.body[#st.body + 1] = str_sub(st.buf, st.pos, st.pos + take - 1)
+      add_body(st, str_sub(st.buf, st.pos, st.pos + take - 1))
       st.pos = st.pos + take
       n = n - take
     else
+      if type(what) == "number" then
+        what = str_format("in the response body (Content-Length %d)", what)
+      end
       local ok, err = more(st, what)
       if not ok then return nil, err end
     end
@@ -200,32 +240,98 @@ local function read_body_bytes(st, n, what)
 end
 
 
--- s without leading and trailing blanks. (The pattern "^[ \t]*(.-)[ \t]*$"
--- takes quadratic time on a long run of blanks, which a server picks.)
-local function trim(s)
-  local i = str_find(s, "[^ \t]")
-  if not i then return "" end
-  local j = #s
-  local b = str_byte(s, j)
-  while b == 32 or b == 9 do
+-- The bytes i..j of s without leading and trailing blanks. (The pattern
+-- "^[ \t]*(.-)[ \t]*$" takes quadratic time on a long run of blanks, which
+-- a server picks; this is one pass, and compiled by LuaJIT.)
+local function trimmed(s, i, j)
+  local b = str_byte(s, i)
+  while i <= j and (b == 32 or b == 9) do
+    i = i + 1
+    b = str_byte(s, i)
+  end
+  b = str_byte(s, j)
+  while j >= i and (b == 32 or b == 9) do
     j = j - 1
     b = str_byte(s, j)
   end
   return str_sub(s, i, j)
 end
 
+-- The header names read (lowercase), by length: the others are skipped
+-- without making a string of them.
+local WANTED = {
+  [10] = { connection = "h_conn" },
+  [11] = { ["retry-after"] = "h_ra" },
+  [14] = { ["content-length"] = "h_cl", ["x-acs-trace-id"] = "h_tid" },
+  [16] = { ["x-acs-request-id"] = "h_rid" },
+  [17] = { ["transfer-encoding"] = "h_te" },
+}
 
--- The status line and headers of one response. Returns status, headers
--- (lowercase names, last value wins), the HTTP minor version.
+-- %s of Lua patterns: space, \t \n \v \f \r
+local function blank_byte(b)
+  return b == 32 or (b >= 9 and b <= 13)
+end
+
+-- The header line at s[i..j] (no CR LF): "name:value", the name without
+-- blanks; other lines are ignored. The values read go to st (last one
+-- wins), Transfer-Encoding repeated is one list (RFC 9110 5.3): "gzip"
+-- then "chunked" is "gzip, chunked", which must not pass for plain chunked.
+local function header_line(st, s, i, j)
+  local c = str_find(s, ":", i, true)
+  if not c or c > j or c == i then return end
+  local len = c - i
+  local names = WANTED[len]
+  for k = i, c - 1 do
+    if blank_byte(str_byte(s, k)) then return end
+  end
+  if not names then return end
+  local field = names[str_lower(str_sub(s, i, c - 1))]
+  if not field then return end
+  local value = trimmed(s, c + 1, j)
+  if field == "h_te" and st.h_te then value = st.h_te .. ", " .. value end
+  st[field] = value
+end
+
+local function digit(b) return b and b >= 48 and b <= 57 end
+
+-- The status line at s[i..j]: "HTTP/1.x NNN..." -> status, minor
+local function status_line(s, i, j)
+  if j - i + 1 < 12 or str_sub(s, i, i + 4) ~= "HTTP/" then return nil end
+  local major, dot, minor, sp = str_byte(s, i + 5, i + 8)
+  local a, b, c = str_byte(s, i + 9, i + 11)
+  if not (digit(major) and dot == 46 and digit(minor) and sp == 32
+          and digit(a) and digit(b) and digit(c)) then
+    return nil
+  end
+  if major ~= 49 then return nil end   -- "1"
+  return (a - 48) * 100 + (b - 48) * 10 + (c - 48), minor - 48
+end
+
+-- The index of the LF that ends the response head (its empty line) in
+-- st.buf, or nil when the head is not all there yet. The empty line
+-- counts only after the status line (as the pattern "\n\r?\n" would).
+local function head_end(buf, pos)
+  local p = pos
+  while true do
+    local e = str_find(buf, "\n", p, true)
+    if not e then return nil end
+    if p > pos and (e == p or (e == p + 1 and str_byte(buf, p) == 13)) then return e end
+    p = e + 1
+  end
+end
+
+-- The status line and headers of one response. Returns status, minor (the
+-- HTTP minor version); the headers read are in st.h_* (lowercase names,
+-- last value wins).
 local function read_head(st)
-  local e
+  local stop
   while true do
     if #st.buf - st.pos + 1 >= 5 and str_sub(st.buf, st.pos, st.pos + 4) ~= "HTTP/" then
       -- libcurl refuses HTTP/0.9 answers (CURLE_UNSUPPORTED_PROTOCOL)
       return fail("transport.bad_response", "the server's answer is not HTTP")
     end
-    e = str_find(st.buf, "\n\r?\n", st.pos)
-    if e then break end
+    stop = head_end(st.buf, st.pos)
+    if stop then break end
     if #st.buf - st.pos + 1 > MAX_HEAD then
       return fail("transport.bad_response", "response headers larger than 100 KiB")
     end
@@ -239,37 +345,28 @@ local function read_head(st)
       return closed(st, "in the response headers")
     end
   end
-  local stop = str_find(st.buf, "\n", e + 1, true)
   if stop - st.pos + 1 > MAX_HEAD then
     return fail("transport.bad_response", "response headers larger than 100 KiB")
   end
-  local head = str_sub(st.buf, st.pos, stop)
-  st.pos = stop + 1
-  local headers, status, minor = {}, nil, nil
-  for line in head:gmatch("([^\n]*)\n") do
-    if str_byte(line, -1) == 13 then line = str_sub(line, 1, -2) end
+  local buf = st.buf
+  st.h_conn, st.h_te, st.h_cl, st.h_rid, st.h_tid, st.h_ra = false, false, false, false, false, false
+  local p, status, minor = st.pos, nil, nil
+  while p <= stop do
+    local e = str_find(buf, "\n", p, true)
+    local j = e - 1
+    if j >= p and str_byte(buf, j) == 13 then j = j - 1 end
     if not status then
-      local major
-      major, minor, status = str_match(line, "^HTTP/(%d)%.(%d) (%d%d%d)")
-      if not status or major ~= "1" then
+      status, minor = status_line(buf, p, j)
+      if not status then
         return fail("transport.bad_response", "unsupported HTTP status line")
       end
-      status, minor = tonumber(status), tonumber(minor)
-    elseif line ~= "" then
-      local name, value = str_match(line, "^([^:%s]+):(.*)$")
-      if name then
-        name = str_lower(name)
-        value = trim(value)
-        -- repeated, it is one list (RFC 9110 5.3): "gzip" then "chunked"
-        -- is "gzip, chunked", which must not pass for plain chunked
-        if name == "transfer-encoding" and headers[name] then
-          value = headers[name] .. ", " .. value
-        end
-        headers[name] = value
-      end
+    elseif j >= p then
+      header_line(st, buf, p, j)
     end
+    p = e + 1
   end
-  return status, headers, minor
+  st.pos = stop + 1
+  return status, minor
 end
 
 
@@ -321,7 +418,7 @@ local function read_to_close(st, max)
     if have > 0 then
       total = total + have
       if total > max then return fail("transport.too_large", TOO_LARGE) end
-      st.body[#st.body + 1] = str_sub(st.buf, st.pos)
+      add_body(st, str_sub(st.buf, st.pos))
       st.buf, st.pos = "", 1
     end
     local ok, err = fill(st, "in the response body")
@@ -333,34 +430,53 @@ local function read_to_close(st, max)
 end
 
 
--- The whole response: status, headers for core.map, body, reusable?
+-- A Content-Length value: digits only -> them without leading zeros (one
+-- "0" left for zero), else nil.
+local function length_digits(cl)
+  local n = #cl
+  if n == 0 then return nil end
+  local first
+  for i = 1, n do
+    local b = str_byte(cl, i)
+    if b < 48 or b > 57 then return nil end
+    if not first and b ~= 48 then first = i end
+  end
+  return str_sub(cl, first or n)
+end
+
+-- The whole response: status, body, reusable? (the headers core.map reads
+-- are left in st.h_rid, st.h_tid, st.h_ra)
 local function read_response(st, max)
-  local status, headers, minor
+  local status, minor
   repeat
-    status, headers, minor = read_head(st)
-    if not status then return nil, headers end
+    status, minor = read_head(st)
+    if not status then return nil, minor end
   until status >= 200 or status == 101
   if status == 101 then
     return fail("transport.bad_response", "unexpected 101 Switching Protocols")
   end
-  local conn = str_lower(headers["connection"] or "")
-  local reuse = (minor >= 1 and not str_find(conn, "close", 1, true))
-      or (minor == 0 and str_find(conn, "keep-alive", 1, true) ~= nil)
-  local te = headers["transfer-encoding"]
+  local conn = st.h_conn
+  local reuse
+  if minor >= 1 then
+    reuse = not (conn and str_find(str_lower(conn), "close", 1, true))
+  else
+    reuse = minor == 0 and conn and str_find(str_lower(conn), "keep-alive", 1, true) ~= nil
+  end
+  local te = st.h_te
   -- Only plain chunked is read. Anything else ("gzip, chunked", a coding
   -- we would not undo) leaves the body's framing or its bytes unknown:
   -- the libcurl transport refuses it the same way.
   if te and str_lower(te) ~= "chunked" then
     return fail("transport.bad_response", "unsupported Transfer-Encoding in the response")
   end
-  local cl = headers["content-length"]
+  local cl = st.h_cl
   local ok, err
   if status == 204 or status == 304 then
     ok = true
   elseif te then
     ok, err = read_chunked(st, max)
   elseif cl then
-    local n = str_match(cl, "^0*(%d+)$")
+    local n = length_digits(cl)
     if not n then
       return fail("transport.bad_response", "invalid Content-Length in the response")
     end
@@ -370,19 +486,14 @@ local function read_response(st, max)
     end
     n = tonumber(n)
     if n > max then return fail("transport.too_large", TOO_LARGE) end
-    ok, err = read_body_bytes(st, n, str_format("in the response body (Content-Length %d)", n))
+    ok, err = read_body_bytes(st, n, n)
   else
     reuse = false
     ok, err = read_to_close(st, max)
   end
   if not ok then return nil, err end
   if st.pos <= #st.buf then reuse = false end   -- bytes nobody asked for
-  local map_headers = {
-    ["x-acs-request-id"] = headers["x-acs-request-id"],
-    ["x-acs-trace-id"] = headers["x-acs-trace-id"],
-    ["retry-after"] = headers["retry-after"],
-  }
-  return status, map_headers, concat(st.body), reuse
+  return status, body_of(st), reuse
 end
 
 
@@ -405,9 +516,9 @@ end
 -- lookup). A socket connected in a light thread serves its parent (checked
 -- on lua-nginx-module 0.10.23; light threads run in every phase of
 -- COSOCKET_PHASES). Returns ok, err; err RESOLVING on timeout.
-local function connect_within(sock, ep, pool, ms)
+local function connect_within(sock, ep, pool_opts, ms)
   local n = ngx
-  local worker = n.thread.spawn(connect, sock, ep.addr, ep.port, { pool = pool })
+  local worker = n.thread.spawn(connect, sock, ep.addr, ep.port, pool_opts)
   local timer = n.thread.spawn(alarm, ms / 1000)
   local ran, ok, err = n.thread.wait(worker, timer)
   if ok == RESOLVING then
@@ -432,15 +543,22 @@ local function open(st, ep, connect_timeout, once, slot)
   local ms = left(st)
   if ms <= 0 then return timed_out(st, "before connecting") end
   local cms = min(connect_timeout, ms)
-  sock:settimeouts(cms, ms, ms)
+  st.cms = cms
+  timeouts(st, ms)
   local ok
-  local pool = once and ep.once_pool or ep.pool
-  if slot and not once then pool = pool .. " slot " .. slot end
+  local pool_opts = once and ep.once_opts or ep.pool_opts
+  if slot and not once then
+    pool_opts = ep.slot_opts[slot]
+    if not pool_opts then
+      pool_opts = { pool = ep.pool .. " slot " .. slot }
+      ep.slot_opts[slot] = pool_opts
+    end
+  end
   if ep.named then
     -- as libcurl's connect timeout, this one covers the name lookup too
-    ok, err = connect_within(sock, ep, pool, cms)
+    ok, err = connect_within(sock, ep, pool_opts, cms)
   else
-    ok, err = sock:connect(ep.addr, ep.port, { pool = pool })
+    ok, err = sock:connect(ep.addr, ep.port, pool_opts)
   end
   if not ok then
     if err == RESOLVING then return timed_out(st, "resolving " .. ep.host) end
@@ -457,7 +575,7 @@ local function open(st, ep, connect_timeout, once, slot)
   if ep.tls and st.reused == 0 then
     ms = left(st)
     if ms <= 0 then return timed_out(st, "before the TLS handshake") end
-    sock:settimeouts(cms, ms, ms)
+    timeouts(st, ms)
     -- verification on: trust comes from lua_ssl_trusted_certificate
     ok, err = sock:sslhandshake(false, ep.host, true)
     if not ok then
@@ -482,7 +600,7 @@ local function attempt(st, ep, opts, request, once, slot)
   local sock = st.sock
   local ms = left(st)
   if ms <= 0 then return timed_out(st, "before sending the request") end
-  sock:settimeouts(ms, ms, ms)
+  timeouts(st, ms)
   ok, err = sock:send(request)
   if not ok then
     if err == "timeout" then return timed_out(st, "sending the request") end
@@ -494,6 +612,50 @@ end
 
 
 local warned = setmetatable({}, { __mode = "k" })
+
+-- The state of a call (socket, read buffer, the headers read), from a
+-- few kept for reuse: a table of 18 fields made and collected per call
+-- was a measurable part of its cost. Taken and given back with no yield
+-- in between, so the coroutines of a worker never share one; a call that
+-- is killed midway just leaves its state to the collector.
+local spare, nspare = {}, 0
+local MAX_SPARE = 64
+
+local function state(now, timeout)
+  local st
+  if nspare > 0 then
+    st = spare[nspare]
+    spare[nspare] = nil
+    nspare = nspare - 1
+  else
+    -- every field a call sets, set here: the table is made at its size
+    st = { start = 0, deadline = 0, buf = "", pos = 1, got = 0,
+           sock = false, reused = 0, cms = 0, tmo = false, eof = false, body = false,
+           h_conn = false, h_te = false, h_cl = false, h_rid = false, h_tid = false, h_ra = false }
+  end
+  st.start, st.deadline = now, now + timeout / 1000
+  return st
+end
+
+-- Back for reuse, holding nothing of the call (not its socket, not a byte
+-- the server sent).
+local function release(st)
+  st.buf, st.pos, st.got, st.sock, st.reused, st.cms, st.tmo, st.eof, st.body =
+    "", 1, 0, false, 0, 0, false, false, false
+  st.h_conn, st.h_te, st.h_cl, st.h_rid, st.h_tid, st.h_ra = false, false, false, false, false, false
+  if nspare < MAX_SPARE then
+    nspare = nspare + 1
+    spare[nspare] = st
+  end
+end
+
+-- Per client (weak keys, never reachable from the client): its endpoint's
+-- parts and the bytes of its last request, sent again as they are while
+-- path, token, body, method and User-Agent stay the same (a service
+-- clearing bots calls with one token; the C core keeps its token header
+-- line per client for the same reason). The token in it was checked when
+-- the request was built.
+local last = setmetatable({}, { __mode = "k" })
 
 -- post(client, path, token, body, result_field [, method [, once [, secret]]])
 --   -> true, result | nil, error
@@ -519,16 +681,28 @@ local function send(client, path, token, body, result_field, method, once, secre
   end
   -- The same checks, in the same order, as the C core's client:post.
   if client._closed then return argument("argument.closed", "client", "the client is closed") end
-  -- token nil: no access-token header (the token call itself)
-  if token ~= nil then
-    if type(token) ~= "string" or #token == 0 or #token > MAX_TOKEN then
-      return argument("argument.token", "token", "token must be 1 to 1024 bytes")
-    end
-    if str_find(token, "[%z\1-\31\127]") then
-      return argument("argument.control_char", "token", "token contains a control character")
+  local opts = client.options
+  local lc = last[client]
+  if not lc then
+    lc = {}
+    last[client] = lc
+  end
+  local method_ = method or "POST"
+  local request = lc.request
+  if not (request and lc.token == token and lc.path == path and lc.body == body
+          and lc.method == method_ and lc.ua == opts.user_agent and lc.url == client.endpoint
+          and lc.cafile == opts.cafile) then
+    request = nil
+    -- token nil: no access-token header (the token call itself)
+    if token ~= nil then
+      if type(token) ~= "string" or #token == 0 or #token > MAX_TOKEN then
+        return argument("argument.token", "token", "token must be 1 to 1024 bytes")
+      end
+      if str_find(token, "[%z\1-\31\127]") then
+        return argument("argument.control_char", "token", "token contains a control character")
+      end
     end
   end
-  local opts = client.options
   if opts.proxy then
     return argument("argument.transport", "proxy",
       "the cosocket transport does not go through a proxy; use transport = \"curl\" "
@@ -539,42 +713,55 @@ local function send(client, path, token, body, result_field, method, once, secre
     n.log(n.WARN, "dingtalk: the cosocket transport ignores cafile; ",
           "lua_ssl_trusted_certificate must hold that CA")
   end
-  local ep = endpoint(client.endpoint, opts.cafile)
-  local request = {
-    method or "POST", " ", ep.base, path, " HTTP/1.1\r\n",
-    "Host: ", ep.hosthdr, "\r\n",
-    "User-Agent: ", opts.user_agent, "\r\n",
-    token and "x-acs-dingtalk-access-token: " or "", token or "", token and "\r\n" or "",
-    "Content-Type: application/json\r\n",
-    "Accept: application/json\r\n",
-    -- like libcurl: a GET carries no body and no Content-Length
-    method == "GET" and "" or "Content-Length: " .. #body .. "\r\n",
-    "\r\n",
-    method == "GET" and "" or body,
-  }
+  local ep = lc.ep
+  if not request then
+    ep = endpoint(client.endpoint, opts.cafile)
+    request = concat{
+      method_, " ", ep.base, path, " HTTP/1.1\r\n",
+      "Host: ", ep.hosthdr, "\r\n",
+      "User-Agent: ", opts.user_agent, "\r\n",
+      token and "x-acs-dingtalk-access-token: " or "", token or "", token and "\r\n" or "",
+      "Content-Type: application/json\r\n",
+      "Accept: application/json\r\n",
+      -- like libcurl: a GET carries no body and no Content-Length
+      method == "GET" and "" or "Content-Length: " .. #body .. "\r\n",
+      "\r\n",
+      method == "GET" and "" or body,
+    }
+    -- not the token call's (token nil): its body holds the app secret
+    if token ~= nil then
+      lc.request, lc.token, lc.path, lc.body, lc.method = request, token, path, body, method_
+      lc.ua, lc.url, lc.cafile, lc.ep = opts.user_agent, client.endpoint, opts.cafile, ep
+    end
+  end
   n.update_time()
   local now = n.now()
-  local st, status, headers, data, reuse
+  local st, status, data, reuse
   for try = 1, 2 do
-    st = { start = now, deadline = now + opts.timeout / 1000, buf = "", pos = 1, got = 0, body = {} }
-    status, headers, data, reuse = attempt(st, ep, opts, request, once, slot)
+    if st then release(st) end
+    st = state(now, opts.timeout)
+    status, data, reuse = attempt(st, ep, opts, request, once, slot)
     -- a pooled connection the server had already closed: like libcurl, one
     -- more try on a fresh one (clearing is idempotent). Never for once: the
     -- server may have read the request before it closed (once calls take
     -- no pooled connection anyway).
     local again = try == 1 and not once and not status and st.got == 0 and (st.reused or 0) > 0
-        and headers.code == "transport.closed"
+        and data.code == "transport.closed"
     if not again then break end
     st.sock:close()
   end
   if not status then
     if st.sock then st.sock:close() end
-    return nil, headers
+    release(st)
+    return nil, data
   end
   if reuse and not once then st.sock:setkeepalive() else st.sock:close() end
+  local rid_h, tid_h = st.h_rid or nil, st.h_tid or nil
+  local headers = { ["x-acs-request-id"] = rid_h, ["x-acs-trace-id"] = tid_h, ["retry-after"] = st.h_ra or nil }
+  release(st)
   local ok, res = core.map(status, headers, data, result_field, token, secret)
   -- a batch slot also wants a good answer's request id (the journal keeps it)
-  local rid = slot and ok and (headers["x-acs-request-id"] or headers["x-acs-trace-id"])
+  local rid = slot and ok and (rid_h or tid_h)
   if rid and rid ~= "" then return ok, res, core.request_id(rid, token, secret) end
   return ok, res
 end
