@@ -257,6 +257,24 @@ describe("the libcurl transport on the wire", function()
     assert.are.equal(rid, err.request_id)
     c:close()
   end)
+
+  it("a client's clear_plugins is the C closure where it may be, the Lua path where it may not", function()
+    local function kind(c) return debug.getinfo(c.robot.clear_plugins, "S").what end
+    local plain = dingtalk.new{ endpoint = emu.url }
+    local hooked = dingtalk.new{ endpoint = emu.url, on_request = function() end }
+    local managed = dingtalk.new{ endpoint = emu.url, app_key = "app-demo", app_secret = "appsecret-0123" }
+    assert.are.same({ "C", "Lua", "Lua" }, { kind(plain), kind(hooked), kind(managed) })
+    -- both give the same answers and send the same request, method call or not
+    emulator.reset(emu)
+    assert.is_true(plain.robot.clear_plugins{ robotCode = "dingbot-ok", token = TOKEN })
+    assert.is_true(hooked.robot:clear_plugins{ robotCode = "dingbot-ok", token = TOKEN })
+    assert.is_false(plain.robot:clear_plugins{ robotCode = "dingbot-false", token = TOKEN })
+    local r = emulator.requests(emu)
+    assert.are.equal(3, #r)
+    assert.are.same({ r[1].body, r[1].headers["x-acs-dingtalk-access-token"] },
+                    { r[2].body, r[2].headers["x-acs-dingtalk-access-token"] })
+    for _, c in ipairs{ plain, hooked, managed } do c:close() end
+  end)
 end)
 
 describe("the request head on the wire", function()

@@ -281,4 +281,11 @@ function _M.run(client, path, body, result_field, token, auth, retries, method, 
 end
 
 
+-- The rest of a call whose first attempt failed elsewhere (core.clear_closure
+-- makes the usual first attempt in C): the same loop from that error.
+function _M.after_first(client, path, body, result_field, token, first_err)
+  return attempts(client, path, body, result_field, token, nil, nil, nil, first_err)
+end
+
+
 return _M
