@@ -110,7 +110,7 @@ for _ = 1, ROUNDS do
   check(not pcall(core.map, 200, {}, nil), "no body raises")
   check(not pcall(core.map, 200, {}, "{}", {}), "a table field raises")
   local e = core.error{ kind = "x", code = "c", message = "m", status = 400, request_id = "r", attempts = 3 }
-  check(core.is_error(e) and tostring(e):find("after 3 attempts", 1, true), "core.error")
+  check(core.is_error(e) and tostring(e):find("(3 attempts)", 1, true), "core.error")
   check(not core.is_error({}) and not core.is_error(nil), "core.is_error")
 end
 
