@@ -2,32 +2,14 @@
 -- annotations into the table, the ratios against the targets and the
 -- profile; prints it and writes bench/out/latest.md.
 --   lua5.4 bench/report.lua OUTDIR LUA ELAPSED_US
-local cjson = require "cjson"
 local out_dir, lua, elapsed = arg[1], arg[2], tonumber(arg[3])
 
-local function sh(cmd)
-  local p = io.popen(cmd:find("2>&1", 1, true) and cmd or cmd .. " 2>/dev/null")
-  local s = p:read("*a") or ""
-  p:close()
-  return (s:gsub("%s+$", ""))
-end
+local results = require "bench.results"
+local sh, median = results.sh, results.median
 
 -- results ------------------------------------------------------------------
-local R = {}
-for line in io.lines(out_dir .. "/results.tsv") do
-  local phase, json = line:match("^(%S+)\t(.*)$")
-  if phase then
-    R[phase] = R[phase] or {}
-    table.insert(R[phase], cjson.decode(json))
-  end
-end
+local R = results.load(out_dir)
 
-local function median(t)
-  if #t == 0 then return nil end
-  table.sort(t)
-  local m = (#t + 1) / 2
-  return (t[math.floor(m)] + t[math.ceil(m)]) / 2
-end
 
 local function pick(phase, impl, mode, key)
   local v = {}

@@ -4,24 +4,10 @@
 -- their upstream connection; and it fails when one of those is not so
 -- (BENCH_BREAK makes the floor unfair on purpose). Never a timing figure.
 local cjson = require "cjson"
-local q = require("spec.helpers.shell").q
+local shell = require "spec.helpers.shell"
+local q, capture, read = shell.q, shell.capture, shell.read
 
 local CALLS = 20
-
-local function capture(cmd)
-  local p = io.popen(cmd, "r")
-  local s = p:read("*a") or ""
-  p:close()
-  return s
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 -- bench/openresty/run --check in a directory of its own -> ok, the
 -- results by phase, its output, the directory

@@ -1,31 +1,13 @@
 -- bench/openresty/report.lua: the table of `make bench-openresty` from
 -- OUTDIR/results.tsv; prints it and writes it to REPORT.
 --   lua5.4 bench/openresty/report.lua OUTDIR ELAPSED_S REPORT
-local cjson = require "cjson"
 local out_dir, elapsed, report = arg[1], tonumber(arg[2]), arg[3]
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>/dev/null")
-  local s = p:read("*a") or ""
-  p:close()
-  return (s:gsub("%s+$", ""))
-end
+local results = require "bench.results"
+local sh, median = results.sh, results.median
 
-local R = {}
-for line in io.lines(out_dir .. "/results.tsv") do
-  local phase, json = line:match("^(%S+)\t(.*)$")
-  if phase then
-    R[phase] = R[phase] or {}
-    table.insert(R[phase], cjson.decode(json))
-  end
-end
+local R = results.load(out_dir)
 
-local function median(t)
-  if #t == 0 then return nil end
-  table.sort(t)
-  local m = (#t + 1) / 2
-  return (t[math.floor(m)] + t[math.ceil(m)]) / 2
-end
 
 -- CPU per request, µs: utime+stime ticks, and the scheduler's ns
 local function cpu_us(r) return r.ticks / r.hz * 1e6 / r.requests end

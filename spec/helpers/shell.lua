@@ -21,6 +21,23 @@ end
 -- "env ..." that drops the versioned LUA_PATH_5_x/LUA_CPATH_5_x (they
 -- would win over LUA_PATH/LUA_CPATH) and the names in `unset`, then sets
 -- LUA_PATH and LUA_CPATH; a command follows it.
+-- the whole output of a shell command (stdout only)
+function _M.capture(cmd)
+  local p = io.popen(cmd, "r")
+  local s = p:read("*a") or ""
+  p:close()
+  return s
+end
+
+-- a file's bytes, or nil when it cannot be read
+function _M.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
 function _M.lua_env(path, cpath, unset)
   local parts = { "env" }
   for _, v in ipairs{ "5_1", "5_2", "5_3", "5_4" } do
