@@ -71,6 +71,16 @@ local function argument(code, field, message)
                           message = message, retryable = false }
 end
 
+-- nil, or the argument error of a token the transport cannot send
+local function bad_token(token)
+  if type(token) ~= "string" or #token == 0 or #token > MAX_TOKEN then
+    return argument("argument.token", "token", "token must be 1 to 1024 bytes")
+  end
+  if str_find(token, "[%z\1-\31\127]") then
+    return argument("argument.control_char", "token", "token contains a control character")
+  end
+end
+
 
 -- Endpoints are normalised by client.options (scheme://host[:port][/base]);
 -- the parts are worked out once per endpoint string.
@@ -695,12 +705,8 @@ local function send(client, path, token, body, result_field, method, once, secre
     request = nil
     -- token nil: no access-token header (the token call itself)
     if token ~= nil then
-      if type(token) ~= "string" or #token == 0 or #token > MAX_TOKEN then
-        return argument("argument.token", "token", "token must be 1 to 1024 bytes")
-      end
-      if str_find(token, "[%z\1-\31\127]") then
-        return argument("argument.control_char", "token", "token contains a control character")
-      end
+      local e1, e2 = bad_token(token)
+      if e2 then return e1, e2 end
     end
   end
   if opts.proxy then
@@ -802,12 +808,8 @@ function batch:start(slot, path, token, body, result_field)
   if self.threads[slot] then
     return argument("argument.slot", "slot", "slot " .. slot .. " is busy")
   end
-  if type(token) ~= "string" or #token == 0 or #token > MAX_TOKEN then
-    return argument("argument.token", "token", "token must be 1 to 1024 bytes")
-  end
-  if str_find(token, "[%z\1-\31\127]") then
-    return argument("argument.control_char", "token", "token contains a control character")
-  end
+  local e1, e2 = bad_token(token)
+  if e2 then return e1, e2 end
   local th, err = ngx.thread.spawn(one, self, slot, path, token, body, result_field)
   if not th then
     return fail("transport.other", "cannot start a light thread: " .. tostring(err))
