@@ -26,8 +26,8 @@ lua_cflags  = $(shell pkg-config --cflags $(1) 2>/dev/null)
 SUITE_BUILDS = build/luajit/dingtalk/core.so build/lua5.4/dingtalk/core.so
 PREFIX   ?= /usr/local
 
-.PHONY: help deps build build-all test test-one lint demo rock rock-all install clean luarocks-build \
-        luarocks-install
+.PHONY: help deps build build-all test test-one lint demo rock rock-all install clean
+.PHONY: luarocks-build luarocks-install
 
 help:          ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "%-18s %s\n", $$1, $$2 }'
