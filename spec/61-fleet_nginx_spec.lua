@@ -14,20 +14,9 @@ local TOKEN_PATH = "/v1.0/oauth2/accessToken"
 local CLEAR_PATH = "/v1.0/robot/plugins/clear"
 local SECRET = "sec-nginx-fleet-5e2a-secret"
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = require("spec.helpers.shell").read
 
-local function capture(cmd)
-  local p = io.popen(cmd, "r")
-  local s = p:read("*a") or ""
-  p:close()
-  return s
-end
+local capture = require("spec.helpers.shell").capture
 
 -- the example in its layout, 4 workers, on a free port; env for nginx
 local function start(emu, env)

@@ -274,20 +274,9 @@ local function run(cmd)
   return a == true or a == 0
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = require("spec.helpers.shell").read
 
-local function capture(cmd)
-  local p = io.popen(cmd, "r")
-  local s = p:read("*a") or ""
-  p:close()
-  return s
-end
+local capture = require("spec.helpers.shell").capture
 
 local function root()
   local src = debug.getinfo(1, "S").source:match("^@(.*)$") or ""

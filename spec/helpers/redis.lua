@@ -28,20 +28,9 @@ function M.require_redis()
   return require "redis"
 end
 
-local function capture(cmd)
-  local p = io.popen(cmd, "r")
-  local s = p:read("*a") or ""
-  p:close()
-  return s
-end
+local capture = shell.capture
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = shell.read
 
 local function alive(pid)
   local stat = read_file("/proc/" .. pid .. "/stat")
