@@ -234,18 +234,12 @@ static int do_post(lua_State *L, client *c, const char *url, const char *token, 
   r.status = res.status;
   r.body = c->http.body ? c->http.body : "";
   r.len = c->http.len;
-  /* The usual answer, {"<field>":true|false} byte for byte, maps to two
-  ** booleans (dt_map_push does the same): pushing them allocates nothing
-  ** (a C function has LUA_MINSTACK slots), so no protected call. */
+  r.result_field = field;
+  /* The usual answer maps to two booleans, as dt_map_push would map it:
+  ** pushing them allocates nothing (a C function has LUA_MINSTACK slots),
+  ** so no protected call. */
   if (!res.code && res.status >= 200 && res.status <= 299 && field) {
-    size_t n = strlen(field);
-    const char *b = r.body;
-    int t = -1;
-    if (r.len >= n + 9 && b[0] == '{' && b[1] == '"' && memcmp(b + 2, field, n) == 0 &&
-        b[n + 2] == '"' && b[n + 3] == ':') {
-      if (r.len == n + 9 && memcmp(b + n + 4, "true}", 5) == 0) t = 1;
-      else if (r.len == n + 10 && memcmp(b + n + 4, "false}", 6) == 0) t = 0;
-    }
+    int t = dt_map_exact(&r);
     if (t >= 0) {
       dt_http_trim(&c->http);
       lua_pushboolean(L, 1);
@@ -256,7 +250,6 @@ static int do_post(lua_State *L, client *c, const char *url, const char *token, 
   r.request_id = c->http.hdr.request_id;
   r.trace_id = c->http.hdr.trace_id;
   r.retry_after = c->http.hdr.retry_after;
-  r.result_field = field;
   r.secrets = sec;
   o.res = &res;
   o.r = &r;

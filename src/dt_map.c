@@ -120,11 +120,10 @@ static int protocol_error(lua_State *L, int top, const dt_response *r,
   return finish(L, top);
 }
 
-/* The usual answer, {"<result_field>":true} or {"<result_field>":false}
-** byte for byte: 1 or 0, else -1. Such a body maps to what the general path
-** below makes of it, `true, <boolean>`, without a decode (a pcall, a table
-** and its garbage on every call). */
-static int exact_result(const dt_response *r) {
+/* Such a body maps to what the general path below makes of it, `true,
+** <boolean>`, without a decode (a pcall, a table and its garbage on every
+** call). */
+int dt_map_exact(const dt_response *r) {
   size_t n = strlen(r->result_field);
   const char *b = r->body;
   if (r->len < n + 9 || b[0] != '{' || b[1] != '"' ||
@@ -414,7 +413,7 @@ int dt_map_push(lua_State *L, const dt_response *r) {
   dt_redactor red;                     /* one per response, on the C stack */
   int two = r->status >= 200 && r->status <= 299, t;
   luaL_checkstack(L, 12, "dingtalk: mapping a response");
-  if (two && r->result_field && (t = exact_result(r)) >= 0) {
+  if (two && r->result_field && (t = dt_map_exact(r)) >= 0) {
     lua_pushboolean(L, 1);               /* the usual answer: no text to clean */
     lua_pushboolean(L, t);
     return 2;

@@ -33,6 +33,10 @@ void dt_map_init(lua_State *L);
 /* Pushes `true, result` or `nil, error`; returns 2. */
 int dt_map_push(lua_State *L, const dt_response *r);
 
+/* The usual answer, {"<result_field>":true} or {"<result_field>":false}
+** byte for byte (result_field set): 1 or 0, else -1. Reads only r. */
+int dt_map_exact(const dt_response *r);
+
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif
