@@ -332,6 +332,25 @@ static int keep_env(char **dst, const char *v) {
   return 1;
 }
 
+/* The constant headers of every request; with expect, an empty Expect:
+** after them, which stops libcurl waiting for "100 Continue". NULL when
+** out of memory (nothing kept). */
+static struct curl_slist *constant_headers(int expect) {
+  static const char *const lines[] = {
+    "Content-Type: application/json", "Accept: application/json", "Expect:"
+  };
+  struct curl_slist *head = NULL, *l;
+  int i;
+  for (i = 0; i < (expect ? 3 : 2); i++) {
+    if ((l = dt_curl.slist_append(head, lines[i])) == NULL) {
+      if (head) dt_curl.slist_free_all(head);
+      return NULL;
+    }
+    head = l;
+  }
+  return head;
+}
+
 const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   struct curl_slist *l;
   CURL *c;
@@ -348,15 +367,9 @@ const char *dt_http_open(dt_http *h, const dt_http_opts *o) {
   h->curl = c = dt_curl.easy_init();
   if (c == NULL) return "curl_easy_init failed";
 
-  l = dt_curl.slist_append(NULL, "Content-Type: application/json");
-  if (l) h->headers = l;
-  if (l) l = dt_curl.slist_append(h->headers, "Accept: application/json");
-  if (l) l = dt_curl.slist_append(NULL, "Content-Type: application/json");
-  if (l) h->headers_expect = l;
-  if (l) l = dt_curl.slist_append(h->headers_expect, "Accept: application/json");
-  /* An empty Expect: stops libcurl waiting for "100 Continue". */
-  if (l) l = dt_curl.slist_append(h->headers_expect, "Expect:");
-  if (l == NULL) return "out of memory";
+  h->headers = constant_headers(0);
+  h->headers_expect = constant_headers(1);
+  if (h->headers == NULL || h->headers_expect == NULL) return "out of memory";
   h->token_node.data = h->token_line;
   if (o->user_agent && o->user_agent[strspn(o->user_agent, " ")] != '\0') {
     static const char name[] = "User-Agent: ";
