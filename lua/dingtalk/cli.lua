@@ -275,6 +275,11 @@ _M.encode = encode
 -- One line for a terminal: secrets out, valid UTF-8, and no control
 -- character (C0, DEL, C1), line separator or bidi override left to move the
 -- cursor or reorder what an operator reads.
+-- "1 quick entry", "3 quick entries"
+local function entries_text(n)
+  return n .. (n == 1 and " quick entry" or " quick entries")
+end
+
 local function one_line(s)
   s = str_gsub(clean(s), "[%c]", " ")
   s = str_gsub(s, "\194[\128-\159]", " ")
@@ -777,7 +782,7 @@ local function run(argv, sys, st)
     results[#results + 1] = r
     if not opts.json and ok then
       if cmd == "query-plugins" then
-        out:write(one_line(code .. ": " .. #res .. (#res == 1 and " quick entry" or " quick entries")), "\n")
+        out:write(one_line(code .. ": " .. entries_text(#res)), "\n")
         for _, e in ipairs(res) do
           out:write("  ", concat({ one_line(e.name or ""), one_line(e.icon or ""), one_line(e.pcUrl or ""),
                                    one_line(e.mobileUrl or "") }, "\t"), "\n")
@@ -786,8 +791,7 @@ local function run(argv, sys, st)
         out:write(one_line(code .. (res == true and ": cleared" or ": not cleared (the platform answered false)")),
                   "\n")
       else
-        out:write(one_line(code .. (res == true and (": set " .. #entries
-                                                      .. (#entries == 1 and " quick entry" or " quick entries"))
+        out:write(one_line(code .. (res == true and ": set " .. entries_text(#entries)
                                    or ": not set (the platform answered false)")), "\n")
       end
     end
